@@ -201,6 +201,12 @@ def get_mnist(root="data"):
     return MNIST(root, train=True, download=False), MNIST(root, train=False, download=False)
 
 
+def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None):
+    """(train_x, train_y, test_x, test_y) on `device`; a limit keeps the first N images."""
+    train, test = get_mnist(root)
+    return (*to_tensors(train, device, train_limit), *to_tensors(test, device, test_limit))
+
+
 def to_tensors(dataset, device, limit=None):
     """Normalized images (N, 1, 28, 28) float32 and labels (N,) int64, on `device`."""
     images, labels = dataset.data[:limit], dataset.targets[:limit]
@@ -215,19 +221,21 @@ def to_tensors(dataset, device, limit=None):
 # Every variant trains with these, so the comparison is about the norm alone.
 HYPERPARAMETERS = dict(
     batch_size=128,        # images per step
-    max_lr=0.1,            # OneCycle peak learning rate (SGD, Nesterov momentum)
-    momentum=0.9,
-    weight_decay=5e-4,     # on all parameters, every variant
+    optimizer="adamw",     # "adamw" or "sgd" (Nesterov). SGD left LayerNorm at 97.1% (see README)
+    max_lr=0.01,           # OneCycle peak learning rate
+    momentum=0.9,          # SGD only
+    weight_decay=1e-4,     # decoupled (AdamW) weight decay on all parameters, every variant
     l1_lambda=1e-5,        # L1 weight on sum(|w|) of the conv weights; BatchNorm variant only
     rotation=7.0,          # random rotation, degrees either way
-    translation=0.1,       # random shift, fraction of the image size either way
-    groups=4,              # GroupNorm groups (variant 'G' only)
+    translation=0.1,       # random shift, fraction of the image size either way (2.8 px)
+    groups=2,              # GroupNorm groups (variant 'G' only): 7 channels per group
     eval_batch_size=2500,  # images per forward pass when testing
-    bf16="auto",           # bf16 autocast: True, False or "auto" (CUDA, or a CPU with AMX/AVX512-BF16)
+    bf16="auto",           # bf16 autocast: True, False or "auto" (= on CUDA only; see _use_bf16)
 )
 
 
-def _resolve_device(device):
+def resolve_device(device=None):
+    """torch.device for `device`; None picks CUDA when available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -237,11 +245,11 @@ def _resolve_device(device):
 
 
 def _use_bf16(setting, device):
+    """On this project's CPU (AMX-BF16) autocast ran GroupNorm in bf16, cost LayerNorm accuracy
+    and saved little time, so "auto" means CUDA only."""
     if setting != "auto":
         return bool(setting)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def check_hyperparameters(hyperparameters):
@@ -256,6 +264,8 @@ def check_hyperparameters(hyperparameters):
     for name in ("max_lr", "momentum", "weight_decay", "l1_lambda", "rotation", "translation"):
         if not isinstance(hp[name], (int, float)) or not math.isfinite(hp[name]) or hp[name] < 0:
             raise ValueError(f"{name}={hp[name]!r} must be a finite number >= 0")
+    if hp["optimizer"] not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer={hp['optimizer']!r} must be 'sgd' or 'adamw'")
     check_groups(hp["groups"])
     return hp
 
@@ -279,6 +289,13 @@ def l1_penalty(model):
     return sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
+def training_loss(model, log_probs, labels, l1_lambda):
+    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs,
+    plus l1_lambda * sum|w| over the conv weights when l1_lambda > 0."""
+    loss = F.nll_loss(log_probs, labels)
+    return (loss + l1_lambda * l1_penalty(model) if l1_lambda else loss), loss
+
+
 def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambda):
     """One pass over (x, y) in shuffled batches; returns (mean loss, accuracy %) of the
     augmented training batches. The loss is the cross-entropy without the L1 term."""
@@ -292,8 +309,7 @@ def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambd
         images = augment(x[index], hp["rotation"], hp["translation"], generator)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             log_probs = model(images)
-        loss = F.nll_loss(log_probs, y[index])  # cross-entropy on log-softmax outputs
-        objective = loss + l1_lambda * l1_penalty(model) if l1_lambda else loss
+        objective, loss = training_loss(model, log_probs, y[index], l1_lambda)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
@@ -331,19 +347,21 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
     hp = check_hyperparameters(hyperparameters)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     bf16 = _use_bf16(hp["bf16"], device)
     if data is None:
-        train, test = get_mnist(root)
-        data = (*to_tensors(train, device, train_limit), *to_tensors(test, device, test_limit))
+        data = load_tensors(root, device, train_limit, test_limit)
     train_x, train_y, test_x, test_y = (t.to(device) for t in data)
 
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     model = Net(flag, groups=hp["groups"]).to(device)
     l1_lambda = hp["l1_lambda"] if flag == "B" else 0.0
-    optimizer = torch.optim.SGD(model.parameters(), lr=hp["max_lr"], momentum=hp["momentum"],
-                                nesterov=True, weight_decay=hp["weight_decay"])
+    if hp["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=hp["max_lr"], momentum=hp["momentum"],
+                                    nesterov=True, weight_decay=hp["weight_decay"])
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=hp["max_lr"], weight_decay=hp["weight_decay"])
     steps_per_epoch = math.ceil(len(train_x) / hp["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=hp["max_lr"], epochs=epochs, steps_per_epoch=steps_per_epoch)
@@ -364,3 +382,227 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
                       f"acc {train_accuracy:.2f}% | test loss {test_loss:.4f} acc {test_accuracy:.2f}% "
                       f"| {seconds:.1f} s")
     return model, history
+
+
+# ---------------------------------------------------------------------------------------
+# Saved results
+# ---------------------------------------------------------------------------------------
+
+HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+
+
+def variant_name(norm, **hyperparameters):
+    """Full name for legends and titles, e.g. 'BatchNorm + L1 (λ=1e-05)'."""
+    hp = {**HYPERPARAMETERS, **hyperparameters}
+    return {"B": f"BatchNorm + L1 (λ={hp['l1_lambda']:g})", "L": "LayerNorm",
+            "G": f"GroupNorm ({hp['groups']} groups)"}[norm_flag(norm)]
+
+
+def run_info(device=None, **parameters):
+    """What produced a run: its parameters, the code version, library versions, the machine."""
+    import torchvision
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "model.py", "utils.py"):
+        commit += " (model.py or utils.py modified)"
+    device = resolve_device(device)
+    return {
+        "parameters": parameters,
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                  f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def summarize(histories, params):
+    """{norm: {params, final_*, seconds, ...}}; final means the last epoch, as a mean over
+    seeds (with the std and the per-seed values alongside)."""
+    summary = {}
+    for norm, by_seed in histories.items():
+        final_accuracy = [h["test_accuracy"][-1] for h in by_seed.values()]
+        final_loss = [h["test_loss"][-1] for h in by_seed.values()]
+        seconds = [sum(h["seconds"]) for h in by_seed.values()]
+        summary[norm] = {
+            "name": variant_name(norm),
+            "params": params[norm],
+            "seeds": list(by_seed),
+            "epochs": len(next(iter(by_seed.values()))["test_accuracy"]),
+            "final_test_accuracy": float(np.mean(final_accuracy)),
+            "final_test_accuracy_std": float(np.std(final_accuracy)),
+            "final_test_accuracy_per_seed": final_accuracy,
+            "final_test_loss": float(np.mean(final_loss)),
+            "final_train_accuracy": float(np.mean([h["train_accuracy"][-1] for h in by_seed.values()])),
+            "seconds": float(np.mean(seconds)),
+        }
+    return summary
+
+
+def save_results(histories, params, images_dir, info):
+    """Write history.csv and summary.json into `images_dir` (atomically); return the summary.
+
+    histories: {norm: {seed: history}}; params: {norm: parameter count}; info: run_info()."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["norm", "seed", "epoch", *HISTORY_KEYS])
+    for norm, by_seed in histories.items():
+        for seed, history in by_seed.items():
+            for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1):
+                writer.writerow([norm, seed, epoch, *(f"{v:.6g}" for v in values)])
+    summary = {**summarize(histories, params), "run": info}
+    atomic_write(os.path.join(images_dir, "history.csv"), out.getvalue())
+    atomic_write(os.path.join(images_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def results_table(summary):
+    """The summary as a Markdown table (final = last epoch; mean over seeds when several)."""
+    lines = ["| variant | params | final test accuracy | final test loss | training time |",
+             "|---|---:|---:|---:|---:|"]
+    for norm in NORMS:
+        if norm in summary:
+            s = summary[norm]
+            spread = f" ± {s['final_test_accuracy_std']:.2f}" if len(s["seeds"]) > 1 else ""
+            lines.append(f"| {s['name']} | {s['params']:,} | {s['final_test_accuracy']:.2f}%{spread} "
+                         f"| {s['final_test_loss']:.4f} | {s['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def load_histories(path):
+    """Read history.csv back into {norm: {seed: history}}."""
+    histories = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            history = histories.setdefault(row["norm"], {}).setdefault(
+                int(row["seed"]), {k: [] for k in HISTORY_KEYS})
+            for key in HISTORY_KEYS:
+                history[key].append(float(row[key]))
+    return histories
+
+
+def model_summary(norm, groups=HYPERPARAMETERS["groups"]):
+    """torchsummary's layer table for Net(norm) as a string (computed on the CPU)."""
+    from torchsummary import summary
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary(Net(norm, groups=groups), (1, 28, 28), device="cpu")
+    return out.getvalue()
+
+
+@torch.no_grad()
+def find_misclassified(model, x, y, count=10, batch_size=2500):
+    """The `count` most confident mistakes on (x, y): dicts with the test-set index, the
+    predicted and actual labels and the model's probability for its prediction, sorted by
+    that probability (highest first, ties by index)."""
+    probabilities = predict(model, x, batch_size).exp()  # (N, 10)
+    probability, predicted = probabilities.max(1)
+    wrong = (predicted != y).nonzero().flatten().tolist()
+    wrong.sort(key=lambda i: (-probability[i].item(), i))
+    return [{"index": i, "predicted": int(predicted[i]), "actual": int(y[i]),
+             "probability": round(float(probability[i]), 4)} for i in wrong[:count]]
+
+
+# ---------------------------------------------------------------------------------------
+# Plots: each takes saved results and returns a matplotlib Figure; the caller saves it.
+# ---------------------------------------------------------------------------------------
+
+def save_figure(fig, path):
+    """Save a figure as PNG atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(path, buffer.getvalue())
+
+
+def _plot_test_metric(histories, key, ylabel, title):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for norm, by_seed in histories.items():
+        values = np.array([h[key] for h in by_seed.values()])  # (seeds, epochs)
+        epochs = np.arange(1, values.shape[1] + 1)
+        mean = values.mean(0)
+        label = variant_name(norm) + (f", mean of {len(values)} seeds" if len(values) > 1 else "")
+        line, = ax.plot(epochs, mean, marker="o", markersize=3, label=label)
+        if len(values) > 1:
+            std = values.std(0)
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig, ax
+
+
+def plot_test_loss(histories):
+    """Graph 1: test loss per epoch of every variant on one axes (log scale)."""
+    fig, ax = _plot_test_metric(histories, "test_loss", "test loss (mean cross-entropy, log scale)",
+                                "Graph 1: test loss")
+    ax.set_yscale("log")
+    return fig
+
+
+def plot_test_accuracy(histories):
+    """Graph 2: test accuracy per epoch; the y range starts where the later epochs are,
+    so the differences between the variants are visible."""
+    fig, ax = _plot_test_metric(histories, "test_accuracy", "test accuracy (%)", "Graph 2: test accuracy")
+    values = np.concatenate([np.array([h["test_accuracy"] for h in s.values()]).ravel()
+                             for s in histories.values()])
+    later = np.concatenate([np.array([h["test_accuracy"][len(h["test_accuracy"]) // 4:]
+                                      for h in s.values()]).ravel() for s in histories.values()])
+    low, high = later.min() - 0.1, values.max() + 0.05
+    if values.min() < low:
+        ax.set_title(f"Graph 2: test accuracy (y axis cut at {low:.2f}%; early epochs lie below)")
+    ax.set_ylim(low, min(high, 100.0))
+    return fig
+
+
+def plot_curves(history, title):
+    """Train and test loss and accuracy of one run, per epoch (train on augmented batches)."""
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    epochs = np.arange(1, len(history["test_loss"]) + 1)
+    for split in ("train", "test"):
+        loss_ax.plot(epochs, history[f"{split}_loss"], marker="o", markersize=3, label=split)
+        accuracy_ax.plot(epochs, history[f"{split}_accuracy"], marker="o", markersize=3, label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss (mean cross-entropy, log scale)", yscale="log", title="loss")
+    accuracy_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, accuracy_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_misclassified(images, mistakes, title):
+    """Misclassified images in a 5x2 grid (5 rows, 2 columns), each tile annotated with the
+    predicted label, the actual label and the probability the model gave its prediction.
+
+    images: (N, 28, 28) test images (e.g. test_dataset.data); mistakes: find_misclassified()."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(5, 2, figsize=(4.6, 11))
+    for ax, mistake in zip(axes.flat, mistakes):
+        ax.imshow(images[mistake["index"]].cpu().numpy(), cmap="gray_r")
+        ax.set_title(f"predicted {mistake['predicted']} (p={mistake['probability']:.2f})\n"
+                     f"actual {mistake['actual']}   [test #{mistake['index']}]", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{title}\n{len(mistakes)} most confident mistakes on the test set\n"
+                 "p = the model's probability for its prediction", fontsize=10)
+    fig.tight_layout()
+    return fig

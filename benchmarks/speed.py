@@ -1,0 +1,106 @@
+"""Speed of utils.run against the textbook training loop, on real MNIST, in one invocation.
+
+    python benchmarks/speed.py                 # one epoch each + the whole notebook (3 x 20 epochs)
+    python benchmarks/speed.py --skip-notebook # one epoch each only
+
+(a) reference: the textbook loop: torchvision MNIST with per-sample RandomRotation(7),
+    ToTensor and Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01,
+    momentum 0.9), fp32, a test pass in batches of 128; the same network as ours (model.Net).
+(b) ours: utils.run with its defaults (data as tensors on the device, batched augmentation).
+Each does one epoch of training on the 60,000 images plus a test pass on the 10,000.
+The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
+images to a temporary folder (the committed Images/ are not touched).
+"""
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+
+import utils  # noqa: E402
+from model import Net  # noqa: E402
+
+
+def reference_epoch(norm, root, batch_size=128, workers=2):
+    """One textbook epoch (train + test) on the CPU; returns (seconds, test accuracy %)."""
+    normalize = transforms.Normalize((utils.MNIST_MEAN,), (utils.MNIST_STD,))
+    train_set = datasets.MNIST(root, train=True, download=False, transform=transforms.Compose(
+        [transforms.RandomRotation((-7.0, 7.0), fill=(0,)), transforms.ToTensor(), normalize]))
+    test_set = datasets.MNIST(root, train=False, download=False,
+                              transform=transforms.Compose([transforms.ToTensor(), normalize]))
+    loader = dict(batch_size=batch_size, num_workers=workers, pin_memory=False)
+    train_loader = torch.utils.data.DataLoader(train_set, shuffle=True, **loader)
+    test_loader = torch.utils.data.DataLoader(test_set, shuffle=False, **loader)
+    torch.manual_seed(1)
+    model = Net(norm)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    start = time.perf_counter()
+    model.train()
+    for images, labels in train_loader:
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            correct += (model(images).argmax(1) == labels).sum().item()
+    return time.perf_counter() - start, 100.0 * correct / len(test_set)
+
+
+def ours_epoch(norm, data):
+    _, history = utils.run(norm, epochs=1, data=data, progress=False)
+    return history["seconds"][0], history["test_accuracy"][0]
+
+
+def notebook_seconds():
+    """Execute the notebook with its default parameters; images go to a temporary folder."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(os.path.join(ROOT, "S6_Normalization.ipynb"), as_version=4)
+    with tempfile.TemporaryDirectory() as images_dir:
+        for cell in notebook.cells:
+            if "parameters" in cell.metadata.get("tags", []):
+                cell.source += f"\nIMAGES_DIR = {images_dir!r}  # benchmark: keep Images/ untouched"
+        start = time.perf_counter()
+        NotebookClient(notebook, timeout=None, resources={"metadata": {"path": ROOT}}).execute()
+        return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--norm", default="B", help="variant for the one-epoch comparison (default B)")
+    parser.add_argument("--root", default=os.path.join(ROOT, "data"), help="MNIST root folder")
+    parser.add_argument("--skip-notebook", action="store_true", help="skip the whole-notebook timing")
+    args = parser.parse_args()
+
+    device = utils.resolve_device(None)
+    data = utils.load_tensors(args.root, device)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    ours_epoch(args.norm, data)  # warm-up: first-call allocations and kernel selection
+    ours_seconds, ours_accuracy = ours_epoch(args.norm, data)
+    reference_seconds, reference_accuracy = reference_epoch(args.norm, args.root)
+    images = 70_000
+    print(f"reference (textbook loop, CPU): {reference_seconds:6.2f} s/epoch  "
+          f"{images / reference_seconds:7.0f} images/s  test accuracy after 1 epoch {reference_accuracy:.2f}%")
+    print(f"ours (utils.run, {device}):       {ours_seconds:6.2f} s/epoch  "
+          f"{images / ours_seconds:7.0f} images/s  test accuracy after 1 epoch {ours_accuracy:.2f}%")
+    print(f"speed-up: {reference_seconds / ours_seconds:.2f}x")
+    if not args.skip_notebook:
+        print(f"whole notebook (3 variants x 20 epochs, figures included): {notebook_seconds():.0f} s")
+
+
+if __name__ == "__main__":
+    main()

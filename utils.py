@@ -227,7 +227,7 @@ HYPERPARAMETERS = dict(
     weight_decay=1e-4,     # decoupled (AdamW) weight decay on all parameters, every variant
     l1_lambda=1e-5,        # L1 weight on sum(|w|) of the conv weights; BatchNorm variant only
     rotation=7.0,          # random rotation, degrees either way
-    translation=0.1,       # random shift, fraction of the image size either way (2.8 px)
+    translation=0.05,      # random shift, fraction of the image size either way (1.4 px)
     groups=2,              # GroupNorm groups (variant 'G' only): 7 channels per group
     eval_batch_size=2500,  # images per forward pass when testing
     bf16="auto",           # bf16 autocast: True, False or "auto" (= on CUDA only; see _use_bf16)

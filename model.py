@@ -3,7 +3,7 @@
     from model import Net
     net = Net("B")            # BatchNorm  (train it with the L1 penalty, see utils.run)
     net = Net("L")            # LayerNorm
-    net = Net("G", groups=4)  # GroupNorm
+    net = Net("G", groups=7)  # GroupNorm (groups must divide 14)
 
 Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
 

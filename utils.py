@@ -234,6 +234,9 @@ HYPERPARAMETERS = dict(
 )
 
 
+HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+
+
 def resolve_device(device=None):
     """torch.device for `device`; None picks CUDA when available, else the CPU."""
     if device is None:
@@ -264,6 +267,8 @@ def check_hyperparameters(hyperparameters):
     for name in ("max_lr", "momentum", "weight_decay", "l1_lambda", "rotation", "translation"):
         if not isinstance(hp[name], (int, float)) or not math.isfinite(hp[name]) or hp[name] < 0:
             raise ValueError(f"{name}={hp[name]!r} must be a finite number >= 0")
+    if hp["bf16"] not in (True, False, "auto"):
+        raise ValueError(f"bf16={hp['bf16']!r} must be True, False or 'auto'")
     if hp["optimizer"] not in ("sgd", "adamw"):
         raise ValueError(f"optimizer={hp['optimizer']!r} must be 'sgd' or 'adamw'")
     check_groups(hp["groups"])
@@ -346,6 +351,11 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
     flag = norm_flag(norm)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an integer")
+    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{name}={limit!r} must be None (all images) or a positive integer")
     hp = check_hyperparameters(hyperparameters)
     device = resolve_device(device)
     bf16 = _use_bf16(hp["bf16"], device)
@@ -366,7 +376,7 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=hp["max_lr"], epochs=epochs, steps_per_epoch=steps_per_epoch)
 
-    history = {k: [] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")}
+    history = {key: [] for key in HISTORY_KEYS}
     bar = tqdm(range(1, epochs + 1), desc=f"{NORMS[flag]} seed {seed}", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
@@ -387,9 +397,6 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
 # ---------------------------------------------------------------------------------------
 # Saved results
 # ---------------------------------------------------------------------------------------
-
-HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
-
 
 def variant_name(norm, **hyperparameters):
     """Full name for legends and titles, e.g. 'BatchNorm + L1 (λ=1e-05)'."""

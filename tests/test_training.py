@@ -135,6 +135,10 @@ def test_augment_without_rotation_or_shift_is_the_identity():
     (dict(batch_size=0), "batch_size"),
     (dict(optimizer="adam"), "optimizer"),
     (dict(learning_rate=0.1), "unknown hyperparameter"),
+    (dict(bf16="yes"), "bf16"),
+    (dict(seed="a"), "seed"),
+    (dict(train_limit=0), "train_limit"),
+    (dict(test_limit=-5), "test_limit"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, match):
     arguments = {**dict(norm="B", epochs=1, data=tiny_data(), progress=False), **kwargs}

@@ -7,7 +7,8 @@
     ToTensor and Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01,
     momentum 0.9), fp32, a test pass in batches of 128; the same network as ours (model.Net).
 (b) ours: utils.run with its defaults (data as tensors on the device, batched augmentation).
-Each does one epoch of training on the 60,000 images plus a test pass on the 10,000.
+Each does one epoch of training on the 60,000 images plus a test pass on the 10,000, repeated
+(--repeats, default 3); the median is reported because single epochs vary by 20% here.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
 images to a temporary folder (the committed Images/ are not touched).
 """
@@ -15,6 +16,7 @@ images to a temporary folder (the committed Images/ are not touched).
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -83,6 +85,7 @@ def main():
     parser.add_argument("--norm", default="B", help="variant for the one-epoch comparison (default B)")
     parser.add_argument("--root", default=os.path.join(ROOT, "data"), help="MNIST root folder")
     parser.add_argument("--skip-notebook", action="store_true", help="skip the whole-notebook timing")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per loop (the median is reported)")
     args = parser.parse_args()
 
     device = utils.resolve_device(None)
@@ -90,14 +93,18 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     ours_epoch(args.norm, data)  # warm-up: first-call allocations and kernel selection
-    ours_seconds, ours_accuracy = ours_epoch(args.norm, data)
-    reference_seconds, reference_accuracy = reference_epoch(args.norm, args.root)
     images = 70_000
-    print(f"reference (textbook loop, CPU): {reference_seconds:6.2f} s/epoch  "
-          f"{images / reference_seconds:7.0f} images/s  test accuracy after 1 epoch {reference_accuracy:.2f}%")
-    print(f"ours (utils.run, {device}):       {ours_seconds:6.2f} s/epoch  "
-          f"{images / ours_seconds:7.0f} images/s  test accuracy after 1 epoch {ours_accuracy:.2f}%")
-    print(f"speed-up: {reference_seconds / ours_seconds:.2f}x")
+    medians = {}
+    for name, measure in ((f"reference (textbook loop, CPU)", lambda: reference_epoch(args.norm, args.root)),
+                          (f"ours (utils.run, {device})", lambda: ours_epoch(args.norm, data))):
+        runs = [measure() for _ in range(args.repeats)]
+        seconds = sorted(s for s, _ in runs)
+        medians[name] = statistics.median(seconds)
+        print(f"{name:32s} median {medians[name]:6.2f} s/epoch ({images / medians[name]:6.0f} images/s), "
+              f"min {seconds[0]:.2f} s, max {seconds[-1]:.2f} s over {args.repeats} epochs; "
+              f"test accuracy after 1 epoch {runs[0][1]:.2f}%")
+    reference_seconds, ours_seconds = medians.values()
+    print(f"speed-up (ratio of medians): {reference_seconds / ours_seconds:.2f}x")
     if not args.skip_notebook:
         print(f"whole notebook (3 variants x 20 epochs, figures included): {notebook_seconds():.0f} s")
 

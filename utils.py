@@ -325,16 +325,15 @@ def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambd
 
 
 @torch.no_grad()
-def predict(model, x, batch_size=2500, bf16=False):
-    """Log-probabilities (N, 10) in eval mode, in large batches."""
+def predict(model, x, batch_size=2500):
+    """Log-probabilities (N, 10) in eval mode and fp32, in large batches."""
     model.eval()
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def evaluate(model, x, y, batch_size=2500, bf16=False):
+def evaluate(model, x, y, batch_size=2500):
     """(mean cross-entropy, accuracy %): the loss summed over the set, divided by its size."""
-    log_probs = predict(model, x, batch_size, bf16)
+    log_probs = predict(model, x, batch_size)
     loss = F.nll_loss(log_probs, y, reduction="sum").item() / len(x)
     return loss, 100.0 * (log_probs.argmax(1) == y).sum().item() / len(x)
 
@@ -398,9 +397,9 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
 # Saved results
 # ---------------------------------------------------------------------------------------
 
-def variant_name(norm, **hyperparameters):
+def variant_name(norm):
     """Full name for legends and titles, e.g. 'BatchNorm + L1 (λ=1e-05)'."""
-    hp = {**HYPERPARAMETERS, **hyperparameters}
+    hp = HYPERPARAMETERS
     return {"B": f"BatchNorm + L1 (λ={hp['l1_lambda']:g})", "L": "LayerNorm",
             "G": f"GroupNorm ({hp['groups']} groups)"}[norm_flag(norm)]
 

@@ -276,19 +276,14 @@ def check_hyperparameters(hyperparameters):
 
 
 def augment(x, rotation, translation, generator):
-    """Random rotation and shift of a batch (N, 1, H, W), all on its device in one call.
-
-    Each image gets its own angle in [-rotation, rotation] degrees and shift in
-    [-translation, translation] of its size; the sampling grid is built by broadcasting
-    (what F.affine_grid computes with a batched matrix product, which was slower here)."""
-    n, _, h, w = x.shape
-    angle = (torch.rand(n, 1, 1, device=x.device, generator=generator) * 2 - 1) * math.radians(rotation)
-    shift = (torch.rand(n, 1, 1, 2, device=x.device, generator=generator) * 2 - 1) * (2 * translation)
-    # Pixel centres in grid_sample's [-1, 1] coordinates (align_corners=False).
-    xs = ((torch.arange(w, device=x.device) * 2 + 1) / w - 1).view(1, 1, w)
-    ys = ((torch.arange(h, device=x.device) * 2 + 1) / h - 1).view(1, h, 1)
+    """Random rotation and shift of a batch (N, 1, H, W), all on its device in one call."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(rotation)
+    shift = (torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1) * (2 * translation)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    grid = torch.stack([cos * xs - sin * ys, sin * xs + cos * ys], dim=-1) + shift  # (N, H, W, 2)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
     # Pixels shifted in from outside are background: sample x - background, add it back.
     background = (0 - MNIST_MEAN) / MNIST_STD
     return F.grid_sample(x - background, grid, align_corners=False) + background
@@ -373,10 +368,9 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
     l1_lambda = hp["l1_lambda"] if flag == "B" else 0.0
     if hp["optimizer"] == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=hp["max_lr"], momentum=hp["momentum"],
-                                    nesterov=True, weight_decay=hp["weight_decay"], fused=True)
+                                    nesterov=True, weight_decay=hp["weight_decay"])
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=hp["max_lr"],
-                                      weight_decay=hp["weight_decay"], fused=True)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=hp["max_lr"], weight_decay=hp["weight_decay"])
     steps_per_epoch = math.ceil(len(train_x) / hp["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=hp["max_lr"], epochs=epochs, steps_per_epoch=steps_per_epoch)

@@ -126,23 +126,6 @@ def test_augment_without_rotation_or_shift_is_the_identity():
     assert moved.shape == x.shape and not torch.allclose(moved, x)
 
 
-def test_augment_is_the_affine_transform_affine_grid_builds():
-    """The broadcast sampling grid equals F.affine_grid's for the same angles and shifts."""
-    x = tiny_data(8, 0)[0]
-    rotation, translation = 7.0, 0.05
-    moved = utils.augment(x, rotation, translation, torch.Generator().manual_seed(3))
-    g = torch.Generator().manual_seed(3)  # replay the same random draws
-    angle = (torch.rand(8, generator=g) * 2 - 1) * math.radians(rotation)
-    shift = (torch.rand(8, 2, generator=g) * 2 - 1) * (2 * translation)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    background = (0 - utils.MNIST_MEAN) / utils.MNIST_STD
-    expected = F.grid_sample(x - background, F.affine_grid(theta, x.shape, align_corners=False),
-                             align_corners=False) + background
-    assert torch.allclose(moved, expected, atol=1e-4)
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(norm="X"), "norm"),
     (dict(epochs=0), "epochs"),

@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                 # one epoch each + the whole notebook (3 x 20 epochs)
     python benchmarks/speed.py --skip-notebook # one epoch each only
+    python benchmarks/speed.py --skip-notebook --compile  # also: what torch.compile costs and saves
 
 (a) reference: the textbook loop: torchvision MNIST with per-sample RandomRotation(7),
     ToTensor and Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01,
@@ -9,6 +10,8 @@
 (b) ours: utils.run with its defaults (data as tensors on the device, batched augmentation).
 Each does one epoch of training on the 60,000 images plus a test pass on the 10,000, repeated
 (--repeats, default 3); the median is reported because single epochs vary by 20% here.
+--compile times utils.train_epoch + utils.evaluate with a torch.compile'd Net: the first
+epoch includes compiling; the break-even is the compile time over the seconds saved per epoch.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
 images to a temporary folder (the committed Images/ are not touched).
 """
@@ -65,6 +68,27 @@ def ours_epoch(norm, data):
     return history["seconds"][0], history["test_accuracy"][0]
 
 
+def compiled_epochs(norm, data, epochs):
+    """Seconds of `epochs` epochs (train + test) of a torch.compile'd Net, the first one
+    including the compilation; the learning rate is constant (this measures time only)."""
+    hp = utils.check_hyperparameters({})
+    train_x, train_y, test_x, test_y = data
+    torch.manual_seed(1)
+    model = Net(norm).to(train_x.device)
+    compiled = torch.compile(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator(device=train_x.device).manual_seed(1)
+    l1_lambda = hp["l1_lambda"] if norm == "B" else 0.0
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        utils.train_epoch(compiled, train_x, train_y, optimizer, scheduler, hp, generator, False, l1_lambda)
+        utils.evaluate(compiled, test_x, test_y, hp["eval_batch_size"])
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def notebook_seconds():
     """Execute the notebook with its default parameters; images go to a temporary folder."""
     import nbformat
@@ -85,6 +109,8 @@ def main():
     parser.add_argument("--norm", default="B", help="variant for the one-epoch comparison (default B)")
     parser.add_argument("--root", default=os.path.join(ROOT, "data"), help="MNIST root folder")
     parser.add_argument("--skip-notebook", action="store_true", help="skip the whole-notebook timing")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time a torch.compile'd Net (first epoch includes compiling)")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per loop (the median is reported)")
     args = parser.parse_args()
 
@@ -105,6 +131,13 @@ def main():
               f"test accuracy after 1 epoch {runs[0][1]:.2f}%")
     reference_seconds, ours_seconds = medians.values()
     print(f"speed-up (ratio of medians): {reference_seconds / ours_seconds:.2f}x")
+    if args.compile:
+        first, *rest = compiled_epochs(args.norm, data, 1 + args.repeats)
+        steady = statistics.median(rest)
+        saved = ours_seconds - steady
+        payback = f"{(first - steady) / saved:.0f} epochs" if saved > 0 else "never (no time saved)"
+        print(f"torch.compile: first epoch {first:.1f} s (includes compiling), then median {steady:.2f} "
+              f"s/epoch; saves {saved:.2f} s/epoch, pays back its compile after {payback}")
     if not args.skip_notebook:
         print(f"whole notebook (3 variants x 20 epochs, figures included): {notebook_seconds():.0f} s")
 

@@ -11,7 +11,8 @@
 Each does one epoch of training on the 60,000 images plus a test pass on the 10,000, repeated
 (--repeats, default 3); the median is reported because single epochs vary by 20% here.
 --compile times utils.train_epoch + utils.evaluate with a torch.compile'd Net: the first
-epoch includes compiling (into an empty compile cache); the break-even is the compile time over the seconds saved per epoch.
+epoch includes compiling (into an empty compile cache); the break-even is the compile time
+over the seconds saved per epoch.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
 images to a temporary folder (the committed Images/ are not touched).
 """
@@ -71,7 +72,7 @@ def ours_epoch(norm, data):
 def compiled_epochs(norm, data, epochs):
     """Seconds of `epochs` epochs (train + test) of a torch.compile'd Net, the first one
     including the compilation; the learning rate is constant (this measures time only)."""
-    hp = utils.check_hyperparameters({})
+    hp = utils.HYPERPARAMETERS
     train_x, train_y, test_x, test_y = data
     torch.manual_seed(1)
     model = Net(norm).to(train_x.device)
@@ -79,7 +80,7 @@ def compiled_epochs(norm, data, epochs):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     generator = torch.Generator(device=train_x.device).manual_seed(1)
-    l1_lambda = hp["l1_lambda"] if norm == "B" else 0.0
+    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -121,7 +122,7 @@ def main():
     ours_epoch(args.norm, data)  # warm-up: first-call allocations and kernel selection
     images = 70_000
     medians = {}
-    for name, measure in ((f"reference (textbook loop, CPU)", lambda: reference_epoch(args.norm, args.root)),
+    for name, measure in (("reference (textbook loop, CPU)", lambda: reference_epoch(args.norm, args.root)),
                           (f"ours (utils.run, {device})", lambda: ours_epoch(args.norm, data))):
         runs = [measure() for _ in range(args.repeats)]
         seconds = sorted(s for s, _ in runs)

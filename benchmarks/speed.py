@@ -3,6 +3,8 @@
     python benchmarks/speed.py                 # one epoch each + the whole notebook (3 x 20 epochs)
     python benchmarks/speed.py --skip-notebook # one epoch each only
     python benchmarks/speed.py --skip-notebook --compile  # also: what torch.compile costs and saves
+    python benchmarks/speed.py --skip-notebook --ceiling  # also: the reference's data pipeline
+                                               # alone and the network alone (the ratio's ceiling)
 
 (a) reference: the textbook loop: torchvision MNIST with per-sample RandomRotation(7),
     ToTensor and Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01,
@@ -13,6 +15,13 @@ Each does one epoch of training on the 60,000 images plus a test pass on the 10,
 --compile times utils.train_epoch + utils.evaluate with a torch.compile'd Net: the first
 epoch includes compiling (into an empty compile cache); the break-even is the compile time
 over the seconds saved per epoch.
+--ceiling splits the question: (c) the reference's DataLoader alone, iterated with no model,
+and (d) the network alone: forward, backward and AdamW step of Net on one fixed batch already
+in memory, as many steps as an epoch has, plus the test forward passes; no augmentation, no
+indexing. No data pipeline makes an epoch faster than (d) at that batch size, so reference / (d)
+is the most any pipeline change can gain; it is printed for each --ceiling-batch-sizes, in
+fp32 and under bf16 autocast. (d) uses the fixed batch at every step, so it
+measures time only.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
 images to a temporary folder (the committed Images/ are not touched).
 """
@@ -36,16 +45,21 @@ import utils  # noqa: E402
 from model import Net  # noqa: E402
 
 
-def reference_epoch(norm, root, batch_size=128, workers=2):
-    """One textbook epoch (train + test) on the CPU; returns (seconds, test accuracy %)."""
+def reference_loaders(root, batch_size=128, workers=2):
+    """The textbook DataLoaders: per-sample RandomRotation(7), ToTensor and Normalize."""
     normalize = transforms.Normalize((utils.MNIST_MEAN,), (utils.MNIST_STD,))
     train_set = datasets.MNIST(root, train=True, download=False, transform=transforms.Compose(
         [transforms.RandomRotation((-7.0, 7.0), fill=(0,)), transforms.ToTensor(), normalize]))
     test_set = datasets.MNIST(root, train=False, download=False,
                               transform=transforms.Compose([transforms.ToTensor(), normalize]))
     loader = dict(batch_size=batch_size, num_workers=workers, pin_memory=False)
-    train_loader = torch.utils.data.DataLoader(train_set, shuffle=True, **loader)
-    test_loader = torch.utils.data.DataLoader(test_set, shuffle=False, **loader)
+    return (torch.utils.data.DataLoader(train_set, shuffle=True, **loader),
+            torch.utils.data.DataLoader(test_set, shuffle=False, **loader))
+
+
+def reference_epoch(norm, root, batch_size=128, workers=2):
+    """One textbook epoch (train + test) on the CPU; returns (seconds, test accuracy %)."""
+    train_loader, test_loader = reference_loaders(root, batch_size, workers)
     torch.manual_seed(1)
     model = Net(norm)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -61,7 +75,7 @@ def reference_epoch(norm, root, batch_size=128, workers=2):
     with torch.no_grad():
         for images, labels in test_loader:
             correct += (model(images).argmax(1) == labels).sum().item()
-    return time.perf_counter() - start, 100.0 * correct / len(test_set)
+    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)
 
 
 def ours_epoch(norm, data):
@@ -90,6 +104,40 @@ def compiled_epochs(norm, data, epochs):
     return seconds
 
 
+def data_pipeline_epoch(root, batch_size=128, workers=2):
+    """The reference's DataLoaders iterated once (train + test) with no model; seconds."""
+    train_loader, test_loader = reference_loaders(root, batch_size, workers)
+    start = time.perf_counter()
+    for loader in (train_loader, test_loader):
+        for _ in loader:
+            pass
+    return time.perf_counter() - start
+
+
+def network_epoch(norm, data, batch_size, bf16=False):
+    """Seconds of the network's own work in one epoch: len(train_x) / batch_size training
+    steps (forward, loss, backward, AdamW step) on one fixed batch, then the test forward passes;
+    bf16=True runs the training forward passes under bf16 autocast, as utils.train_epoch would."""
+    hp = utils.HYPERPARAMETERS
+    train_x, train_y, test_x, test_y = data
+    torch.manual_seed(1)
+    model = Net(norm).to(train_x.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"])
+    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
+    images, labels = train_x[:batch_size], train_y[:batch_size]
+    model.train()
+    start = time.perf_counter()
+    for _ in range(0, len(train_x), batch_size):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            log_probs = model(images)
+        objective, _ = utils.training_loss(model, log_probs, labels, l1_lambda)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+    utils.evaluate(model, test_x, test_y, hp["eval_batch_size"])
+    return time.perf_counter() - start
+
+
 def notebook_seconds():
     """Execute the notebook with its default parameters; images go to a temporary folder."""
     import nbformat
@@ -112,8 +160,14 @@ def main():
     parser.add_argument("--skip-notebook", action="store_true", help="skip the whole-notebook timing")
     parser.add_argument("--compile", action="store_true",
                         help="also time a torch.compile'd Net (first epoch includes compiling)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time the reference's data pipeline alone and the network alone")
+    parser.add_argument("--ceiling-batch-sizes", type=int, nargs="+", default=[128], metavar="N",
+                        help="batch sizes for the network-alone timing (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per loop (the median is reported)")
     args = parser.parse_args()
+    if args.repeats < 1 or min(args.ceiling_batch_sizes) < 1:
+        parser.error("--repeats and --ceiling-batch-sizes take positive integers")
 
     device = utils.resolve_device(None)
     data = utils.load_tensors(args.root, device)
@@ -132,6 +186,16 @@ def main():
               f"test accuracy after 1 epoch {runs[0][1]:.2f}%")
     reference_seconds, ours_seconds = medians.values()
     print(f"speed-up (ratio of medians): {reference_seconds / ours_seconds:.2f}x")
+    if args.ceiling:
+        data_seconds = statistics.median(data_pipeline_epoch(args.root) for _ in range(args.repeats))
+        print(f"reference data pipeline alone (DataLoader, no model): median {data_seconds:.2f} s/epoch")
+        for batch_size in args.ceiling_batch_sizes:
+            for bf16 in (False, True):
+                alone = statistics.median(network_epoch(args.norm, data, batch_size, bf16)
+                                          for _ in range(args.repeats))
+                print(f"network alone, batch {batch_size:4d}, {'bf16 autocast' if bf16 else 'fp32':13s}: "
+                      f"median {alone:.2f} s/epoch; ceiling for any data pipeline: "
+                      f"{reference_seconds / alone:.2f}x the reference")
     if args.compile:
         # A cold compile cache, as on a user's first run (a warm one compiles several times faster).
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cache-")

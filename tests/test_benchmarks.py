@@ -1,0 +1,35 @@
+"""benchmarks/speed.py on tiny data: its timing functions run against the current utils API and
+its arguments are checked. (Times are printed by the benchmark, never asserted here.)"""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+from test_training import tiny_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("speed", os.path.join(ROOT, "benchmarks", "speed.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("norm, bf16", [("B", False), ("L", True)])
+def test_network_epoch_trains_the_network_on_tiny_data(speed, norm, bf16):
+    seconds = speed.network_epoch(norm, tiny_data(), batch_size=32, bf16=bf16)
+    assert isinstance(seconds, float) and seconds > 0
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--ceiling-batch-sizes", "128", "0"]])
+def test_non_positive_counts_are_rejected_before_any_work(speed, monkeypatch, capsys, argv):
+    monkeypatch.setattr(sys, "argv", ["speed.py", *argv])
+    with pytest.raises(SystemExit) as error:
+        speed.main()
+    assert error.value.code == 2
+    assert "positive integers" in capsys.readouterr().err

@@ -248,7 +248,7 @@ def resolve_device(device=None):
 
 
 def _use_bf16(setting, device):
-    """On this project's CPU (AMX-BF16) autocast ran GroupNorm in bf16, cost LayerNorm accuracy
+    """On this project's CPU (AVX512-BF16, no AMX) autocast ran GroupNorm in bf16, cost LayerNorm accuracy
     and saved little time, so "auto" means CUDA only."""
     if setting != "auto":
         return bool(setting)

@@ -5,6 +5,7 @@
     python benchmarks/speed.py --skip-notebook --compile  # also: what torch.compile costs and saves
     python benchmarks/speed.py --skip-notebook --ceiling  # also: the reference's data pipeline
                                                # alone and the network alone (the ratio's ceiling)
+    python benchmarks/speed.py --skip-notebook --profile  # also: where an epoch of ours spends its time
 
 (a) reference: the textbook loop: torchvision MNIST with per-sample RandomRotation(7),
     ToTensor and Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01,
@@ -22,6 +23,8 @@ indexing. No data pipeline makes an epoch faster than (d) at that batch size, so
 is the most any pipeline change can gain; it is printed for each --ceiling-batch-sizes, in
 fp32 and under bf16 autocast. (d) uses the fixed batch at every step, so it
 measures time only.
+--profile runs torch.profiler over 40 batches of utils.train_epoch (after 10 warm-up batches)
+and prints the operators with the most self CPU time.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
 images to a temporary folder (the committed Images/ are not touched).
 """
@@ -138,6 +141,31 @@ def network_epoch(norm, data, batch_size, bf16=False):
     return time.perf_counter() - start
 
 
+def profile_table(norm, data, batches=40, rows=12):
+    """torch.profiler table (by self CPU time) of `batches` batches of utils.train_epoch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    hp = utils.HYPERPARAMETERS
+    train_x, train_y, _, _ = data
+    torch.manual_seed(1)
+    model = Net(norm).to(train_x.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator(device=train_x.device).manual_seed(1)
+    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
+    n = batches * hp["batch_size"]
+
+    def train(count):
+        utils.train_epoch(model, train_x[:count], train_y[:count], optimizer, scheduler, hp, generator,
+                          False, l1_lambda)
+
+    train(10 * hp["batch_size"])  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if train_x.is_cuda else [])
+    with profile(activities=activities) as trace:
+        train(n)
+    return trace.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def notebook_seconds():
     """Execute the notebook with its default parameters; images go to a temporary folder."""
     import nbformat
@@ -164,6 +192,8 @@ def main():
                         help="also time the reference's data pipeline alone and the network alone")
     parser.add_argument("--ceiling-batch-sizes", type=int, nargs="+", default=[128], metavar="N",
                         help="batch sizes for the network-alone timing (default 128)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler table of 40 training batches of ours")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per loop (the median is reported)")
     args = parser.parse_args()
     if args.repeats < 1 or min(args.ceiling_batch_sizes) < 1:
@@ -196,6 +226,9 @@ def main():
                 print(f"network alone, batch {batch_size:4d}, {'bf16 autocast' if bf16 else 'fp32':13s}: "
                       f"median {alone:.2f} s/epoch; ceiling for any data pipeline: "
                       f"{reference_seconds / alone:.2f}x the reference")
+    if args.profile:
+        print(f"profile of 40 batches of utils.train_epoch ({args.norm}, fp32), by self CPU time:")
+        print(profile_table(args.norm, data))
     if args.compile:
         # A cold compile cache, as on a user's first run (a warm one compiles several times faster).
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cache-")

@@ -33,3 +33,8 @@ def test_non_positive_counts_are_rejected_before_any_work(speed, monkeypatch, ca
         speed.main()
     assert error.value.code == 2
     assert "positive integers" in capsys.readouterr().err
+
+
+def test_profile_table_lists_the_operators_of_training_batches(speed):
+    table = speed.profile_table("G", tiny_data(n_train=32 * 50), rows=5)
+    assert "Self CPU time total" in table and "aten::" in table

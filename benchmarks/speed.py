@@ -16,13 +16,13 @@ Each does one epoch of training on the 60,000 images plus a test pass on the 10,
 --compile times utils.train_epoch + utils.evaluate with a torch.compile'd Net: the first
 epoch includes compiling (into an empty compile cache); the break-even is the compile time
 over the seconds saved per epoch.
---ceiling splits the question: (c) the reference's DataLoader alone, iterated with no model,
-and (d) the network alone: forward, backward and AdamW step of Net on one fixed batch already
-in memory, as many steps as an epoch has, plus the test forward passes; no augmentation, no
-indexing. No data pipeline makes an epoch faster than (d) at that batch size, so reference / (d)
-is the most any pipeline change can gain; it is printed for each --ceiling-batch-sizes, in
-fp32 and under bf16 autocast. (d) uses the fixed batch at every step, so it
-measures time only.
+--ceiling times two more things: (c) the reference's DataLoader alone, iterated with no model,
+and (d) our recipe's network work alone: Net's forward, the loss (with the L1 term for B),
+backward and the AdamW step on one fixed batch already in memory, as many steps as an epoch
+has, plus the test forward passes; no augmentation, no indexing. No data pipeline makes an
+epoch of this recipe faster than (d) at that batch size, so reference / (d) is the most any
+pipeline change can gain; it is printed for each --ceiling-batch-sizes, in fp32 and under bf16
+autocast. (d) uses the fixed batch at every step, so it measures time only.
 --profile runs torch.profiler over 40 batches of utils.train_epoch (after 10 warm-up batches)
 and prints the operators with the most self CPU time.
 The notebook run executes S6_Normalization.ipynb with its default parameters, writing its

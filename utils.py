@@ -301,6 +301,22 @@ def training_loss(model, log_probs, labels, l1_lambda):
     return (loss + l1_lambda * l1_penalty(model) if l1_lambda else loss), loss
 
 
+def variant_l1_lambda(norm, l1_lambda=HYPERPARAMETERS["l1_lambda"]):
+    """The L1 weight a variant trains with: l1_lambda for BatchNorm ('B'), 0 for the others."""
+    return l1_lambda if norm_flag(norm) == "B" else 0.0
+
+
+def train_step(model, images, labels, optimizer, bf16, l1_lambda):
+    """One optimizer step on a batch; returns (log-probabilities, cross-entropy without L1)."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        log_probs = model(images)
+    objective, loss = training_loss(model, log_probs, labels, l1_lambda)
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    return log_probs, loss
+
+
 def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambda):
     """One pass over (x, y) in shuffled batches; returns (mean loss, accuracy %) of the
     augmented training batches. The loss is the cross-entropy without the L1 term."""
@@ -312,15 +328,11 @@ def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambd
     for start in range(0, n, hp["batch_size"]):
         index = order[start:start + hp["batch_size"]]
         images = augment(x[index], hp["rotation"], hp["translation"], generator)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_probs = model(images)
-        objective, loss = training_loss(model, log_probs, y[index], l1_lambda)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
+        labels = y[index]
+        log_probs, loss = train_step(model, images, labels, optimizer, bf16, l1_lambda)
         scheduler.step()
         loss_sum += loss.detach() * len(index)
-        correct += (log_probs.argmax(1) == y[index]).sum()
+        correct += (log_probs.argmax(1) == labels).sum()
     return loss_sum.item() / n, 100.0 * correct.item() / n
 
 
@@ -365,7 +377,7 @@ def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None,
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     model = Net(flag, groups=hp["groups"]).to(device)
-    l1_lambda = hp["l1_lambda"] if flag == "B" else 0.0
+    l1_lambda = variant_l1_lambda(flag, hp["l1_lambda"])
     if hp["optimizer"] == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=hp["max_lr"], momentum=hp["momentum"],
                                     nesterov=True, weight_decay=hp["weight_decay"])

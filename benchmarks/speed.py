@@ -86,18 +86,26 @@ def ours_epoch(norm, data):
     return history["seconds"][0], history["test_accuracy"][0]
 
 
+def timing_setup(norm, device):
+    """What the timing functions below train: a seeded Net on `device`, AdamW with utils.run's
+    weight decay at a constant lr (they measure time only), a constant-lr scheduler, a seeded
+    generator and the variant's L1 weight."""
+    torch.manual_seed(1)
+    model = Net(norm).to(device)
+    weight_decay = utils.HYPERPARAMETERS["weight_decay"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator(device=device).manual_seed(1)
+    return model, optimizer, scheduler, generator, utils.variant_l1_lambda(norm)
+
+
 def compiled_epochs(norm, data, epochs):
     """Seconds of `epochs` epochs (train + test) of a torch.compile'd Net, the first one
     including the compilation; the learning rate is constant (this measures time only)."""
     hp = utils.HYPERPARAMETERS
     train_x, train_y, test_x, test_y = data
-    torch.manual_seed(1)
-    model = Net(norm).to(train_x.device)
+    model, optimizer, scheduler, generator, l1_lambda = timing_setup(norm, train_x.device)
     compiled = torch.compile(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    generator = torch.Generator(device=train_x.device).manual_seed(1)
-    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -118,25 +126,17 @@ def data_pipeline_epoch(root, batch_size=128, workers=2):
 
 
 def network_epoch(norm, data, batch_size, bf16=False):
-    """Seconds of the network's own work in one epoch: len(train_x) / batch_size training
-    steps (forward, loss, backward, AdamW step) on one fixed batch, then the test forward passes;
-    bf16=True runs the training forward passes under bf16 autocast, as utils.train_epoch would."""
+    """Seconds of the network's own work in one epoch: len(train_x) / batch_size calls of
+    utils.train_step (forward, loss, backward, AdamW step) on one fixed batch, then the test
+    forward passes; bf16=True runs the training forward passes under bf16 autocast."""
     hp = utils.HYPERPARAMETERS
     train_x, train_y, test_x, test_y = data
-    torch.manual_seed(1)
-    model = Net(norm).to(train_x.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"])
-    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
+    model, optimizer, _, _, l1_lambda = timing_setup(norm, train_x.device)
     images, labels = train_x[:batch_size], train_y[:batch_size]
     model.train()
     start = time.perf_counter()
     for _ in range(0, len(train_x), batch_size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_probs = model(images)
-        objective, _ = utils.training_loss(model, log_probs, labels, l1_lambda)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
+        utils.train_step(model, images, labels, optimizer, bf16, l1_lambda)
     utils.evaluate(model, test_x, test_y, hp["eval_batch_size"])
     return time.perf_counter() - start
 
@@ -147,12 +147,7 @@ def profile_table(norm, data, batches=40, rows=12):
 
     hp = utils.HYPERPARAMETERS
     train_x, train_y, _, _ = data
-    torch.manual_seed(1)
-    model = Net(norm).to(train_x.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    generator = torch.Generator(device=train_x.device).manual_seed(1)
-    l1_lambda = hp["l1_lambda"] if utils.norm_flag(norm) == "B" else 0.0
+    model, optimizer, scheduler, generator, l1_lambda = timing_setup(norm, train_x.device)
     n = batches * hp["batch_size"]
 
     def train(count):

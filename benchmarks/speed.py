@@ -30,6 +30,8 @@ images to a temporary folder (the committed Images/ are not touched).
 """
 
 import argparse
+import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -42,6 +44,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import data as mnist  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 import utils  # noqa: E402
@@ -50,7 +53,7 @@ from model import Net  # noqa: E402
 
 def reference_loaders(root, batch_size=128, workers=2):
     """The textbook DataLoaders: per-sample RandomRotation(7), ToTensor and Normalize."""
-    normalize = transforms.Normalize((utils.MNIST_MEAN,), (utils.MNIST_STD,))
+    normalize = transforms.Normalize((mnist.MNIST_MEAN,), (mnist.MNIST_STD,))
     train_set = datasets.MNIST(root, train=True, download=False, transform=transforms.Compose(
         [transforms.RandomRotation((-7.0, 7.0), fill=(0,)), transforms.ToTensor(), normalize]))
     test_set = datasets.MNIST(root, train=False, download=False,
@@ -86,31 +89,30 @@ def ours_epoch(norm, data):
     return history["seconds"][0], history["test_accuracy"][0]
 
 
-def timing_setup(norm, device):
-    """What the timing functions below train: a seeded Net on `device`, AdamW with utils.run's
-    weight decay at a constant lr (they measure time only), a constant-lr scheduler, a seeded
-    generator and the variant's L1 weight."""
-    torch.manual_seed(1)
-    model = Net(norm).to(device)
-    weight_decay = utils.HYPERPARAMETERS["weight_decay"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    generator = torch.Generator(device=device).manual_seed(1)
-    return model, optimizer, scheduler, generator, utils.variant_l1_lambda(norm)
+def timing_setup(norm, data, epochs=1, steps_per_epoch=None):
+    """What the timing functions below train: utils.setup() of the variant's default RunConfig
+    (the model, optimizer, schedule and train step of utils.run) for `epochs` epochs of `data`
+    (or of steps_per_epoch batches)."""
+    config = utils.RunConfig(norm=norm, epochs=epochs)
+    steps = steps_per_epoch or math.ceil(len(data[0]) / config.batch_size)
+    return config, utils.setup(config, data[0].device, steps)
 
 
 def compiled_epochs(norm, data, epochs):
     """Seconds of `epochs` epochs (train + test) of a torch.compile'd Net, the first one
-    including the compilation; the learning rate is constant (this measures time only)."""
-    hp = utils.HYPERPARAMETERS
+    including the compilation."""
     train_x, train_y, test_x, test_y = data
-    model, optimizer, scheduler, generator, l1_lambda = timing_setup(norm, train_x.device)
-    compiled = torch.compile(model)
+    config, training = timing_setup(norm, data, epochs)
+    compiled = torch.compile(training.model)
+
+    def step(images, labels):
+        return utils.train_step(compiled, images, labels, training.optimizer, config)
+
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
-        utils.train_epoch(compiled, train_x, train_y, optimizer, scheduler, hp, generator, False, l1_lambda)
-        utils.evaluate(compiled, test_x, test_y, hp["eval_batch_size"])
+        utils.train_epoch(compiled, train_x, train_y, step, training.scheduler, config, training.generator)
+        utils.evaluate(compiled, test_x, test_y, config.eval_batch_size)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -129,15 +131,15 @@ def network_epoch(norm, data, batch_size, bf16=False):
     """Seconds of the network's own work in one epoch: len(train_x) / batch_size calls of
     utils.train_step (forward, loss, backward, AdamW step) on one fixed batch, then the test
     forward passes; bf16=True runs the training forward passes under bf16 autocast."""
-    hp = utils.HYPERPARAMETERS
     train_x, train_y, test_x, test_y = data
-    model, optimizer, _, _, l1_lambda = timing_setup(norm, train_x.device)
+    config, training = timing_setup(norm, data)
+    config = dataclasses.replace(config, batch_size=batch_size, precision="bf16" if bf16 else "fp32")
     images, labels = train_x[:batch_size], train_y[:batch_size]
-    model.train()
+    training.model.train()
     start = time.perf_counter()
     for _ in range(0, len(train_x), batch_size):
-        utils.train_step(model, images, labels, optimizer, bf16, l1_lambda)
-    utils.evaluate(model, test_x, test_y, hp["eval_batch_size"])
+        utils.train_step(training.model, images, labels, training.optimizer, config)
+    utils.evaluate(training.model, test_x, test_y, config.eval_batch_size)
     return time.perf_counter() - start
 
 
@@ -145,16 +147,15 @@ def profile_table(norm, data, batches=40, rows=12):
     """torch.profiler table (by self CPU time) of `batches` batches of utils.train_epoch."""
     from torch.profiler import ProfilerActivity, profile
 
-    hp = utils.HYPERPARAMETERS
     train_x, train_y, _, _ = data
-    model, optimizer, scheduler, generator, l1_lambda = timing_setup(norm, train_x.device)
-    n = batches * hp["batch_size"]
+    config, training = timing_setup(norm, data, steps_per_epoch=10 + batches)
+    n = batches * config.batch_size
 
     def train(count):
-        utils.train_epoch(model, train_x[:count], train_y[:count], optimizer, scheduler, hp, generator,
-                          False, l1_lambda)
+        utils.train_epoch(training.model, train_x[:count], train_y[:count], training.step,
+                          training.scheduler, config, training.generator)
 
-    train(10 * hp["batch_size"])  # warm-up
+    train(10 * config.batch_size)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if train_x.is_cuda else [])
     with profile(activities=activities) as trace:
         train(n)

@@ -90,3 +90,12 @@ def test_model_file_imports_torch_only():
     source = open(model.__file__).read()
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert {name.split(".")[0] for name in imports} == {"torch"}
+
+
+def test_layernorm_is_named_layernorm_with_groupnorm_maths():
+    layer = model.make_norm("L", 8)
+    assert type(layer).__name__ == "LayerNorm" and isinstance(layer, nn.GroupNorm) and layer.num_groups == 1
+    reference = nn.GroupNorm(1, 8)
+    x = torch.randn(3, 8, 5, 5)
+    assert torch.equal(layer(x), reference(x))
+    assert model.count_parameters(Net("L")) == model.count_parameters(Net("G"))

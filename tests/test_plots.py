@@ -38,7 +38,8 @@ def close_figures():
 
 def test_results_roundtrip_and_final_is_the_last_epoch(tmp_path, histories):
     histories["B"][1]["test_accuracy"] = [95.0, 99.9, 97.0, 98.0]  # best epoch is not the last
-    summary = utils.save_results(histories, {n: 7000 for n in "BLG"}, str(tmp_path), {"commit": "x"})
+    configs = {n: utils.RunConfig(norm=n, epochs=4) for n in "BLG"}
+    summary = utils.save_results(histories, configs, {n: 7000 for n in "BLG"}, str(tmp_path), {"commit": "x"})
     assert summary["B"]["final_test_accuracy"] == pytest.approx((98.0 + 97.9) / 2)
     assert summary["B"]["final_test_accuracy_per_seed"] == [98.0, pytest.approx(97.9)]
     assert summary["B"]["params"] == 7000 and summary["B"]["seconds"] == pytest.approx(6.0)
@@ -49,16 +50,17 @@ def test_results_roundtrip_and_final_is_the_last_epoch(tmp_path, histories):
     loaded = utils.load_histories(str(tmp_path / "history.csv"))
     assert loaded.keys() == histories.keys()
     assert loaded["B"][1]["test_accuracy"] == [95.0, 99.9, 97.0, 98.0]
-    assert "| BatchNorm + L1" in utils.results_table(summary)
+    assert summary["B"]["name"] == "BatchNorm + L1 (λ=1e-05)" and summary["B"]["config"]["epochs"] == 4
 
 
 @pytest.mark.parametrize("plot", [utils.plot_test_loss, utils.plot_test_accuracy])
 def test_graphs_show_every_variant_with_bands_for_several_seeds(plot, histories):
-    figure = plot(histories)
+    names = {n: utils.RunConfig(norm=n).label for n in "BLG"}
+    figure = plot(histories, names)
     assert isinstance(figure, Figure)
     ax = figure.axes[0]
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert [label.split(",")[0] for label in labels] == [utils.variant_name(n) for n in "BLG"]
+    assert [label.split(",")[0] for label in labels] == list(names.values())
     assert len(ax.collections) == 3  # one ±1 std band per variant
     assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
     assert "Graph" in ax.get_title()
@@ -104,6 +106,8 @@ def test_save_figure_writes_a_png(tmp_path, histories):
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_model_summary_lists_layers_and_parameters():
-    table = utils.model_summary("L")
-    assert "Conv2d" in table and "GroupNorm" in table and "Total params" in table
+def test_model_summaries_name_each_norm():
+    tables = {norm: utils.model_summary(norm) for norm in "BLG"}
+    assert all("Conv2d" in t and "Total params" in t for t in tables.values())
+    assert "LayerNorm" in tables["L"] and "GroupNorm" not in tables["L"]
+    assert "GroupNorm" in tables["G"] and "BatchNorm2d" in tables["B"]

@@ -1,5 +1,6 @@
-"""utils.py training: the L1 term, run() on tiny data, determinism and argument checks."""
+"""utils.py training: the run configuration, the L1 term, run() on tiny data, determinism."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,18 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import utils
+from conftest import make_tiny_data
 from model import Net
-
-
-def tiny_data(n_train=96, n_test=40, seed=0):
-    """Random 'digits' whose label is recoverable from a bright patch's position."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g) * 0.3
-    for i, label in enumerate(y.tolist()):
-        x[i, 0, 2 + 2 * label:6 + 2 * label, 10:18] += 2.0
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
 
 TINY = dict(batch_size=32, eval_batch_size=16)
 
@@ -26,7 +17,7 @@ TINY = dict(batch_size=32, eval_batch_size=16)
 def test_l1_changes_the_gradient_by_exactly_lambda_sign_w():
     torch.manual_seed(0)
     model = Net("B")
-    x, y, _, _ = tiny_data(8, 0)
+    x, y, _, _ = make_tiny_data(8, 0)
     lam = 0.01
 
     def gradients(l1_lambda):
@@ -61,9 +52,29 @@ def test_training_loss_is_cross_entropy_of_the_logits():
     assert torch.isclose(loss, F.cross_entropy(logits, y)) and objective is loss
 
 
+def test_label_smoothing_matches_cross_entropy_and_reports_the_plain_loss():
+    logits = torch.randn(6, 10)
+    y = torch.randint(0, 10, (6,))
+    objective, loss = utils.training_loss(Net("L"), F.log_softmax(logits, 1), y, 0.0, label_smoothing=0.1)
+    assert torch.isclose(objective, F.cross_entropy(logits, y, label_smoothing=0.1))
+    assert torch.isclose(loss, F.cross_entropy(logits, y))
+
+
+def test_config_defaults_are_the_recipe_and_resolve_per_variant():
+    b, l, g = (utils.RunConfig(norm=n) for n in ("bn", "LayerNorm", "g"))
+    assert (b.norm, l.norm, g.norm) == ("B", "L", "G")
+    assert b.l1_lambda == 1e-5 and l.l1_lambda == 0 and g.l1_lambda == 0  # λ for BatchNorm only
+    assert (b.groups, l.groups, g.groups) == (None, None, 2)
+    assert b.label == "BatchNorm + L1 (λ=1e-05)" and l.label == "LayerNorm"
+    assert utils.RunConfig(norm="G", groups=7).label == "GroupNorm (7 groups)"
+    assert utils.RunConfig(norm="B", l1_lambda=0.0).label == "BatchNorm"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.seed = 2
+
+
 @pytest.mark.parametrize("norm", ["B", "L", "G"])
 def test_run_trains_a_few_steps_per_norm(norm):
-    model, history = utils.run(norm, epochs=2, data=tiny_data(), progress=False, **TINY)
+    model, history = utils.run(norm, epochs=2, data=make_tiny_data(), progress=False, **TINY)
     assert isinstance(model, Net) and model.norm == norm
     assert set(history) == set(utils.HISTORY_KEYS)
     assert all(len(values) == 2 for values in history.values())
@@ -73,7 +84,7 @@ def test_run_trains_a_few_steps_per_norm(norm):
 
 
 def test_run_learns_the_tiny_task():
-    _, history = utils.run("B", epochs=6, data=tiny_data(320, 80), progress=False, rotation=0.0,
+    _, history = utils.run("B", epochs=6, data=make_tiny_data(320, 80), progress=False, rotation=0.0,
                            translation=0.0, **TINY)  # the label is the patch position: no shifts
     assert history["test_accuracy"][-1] > 50  # chance is 10%
     assert history["train_loss"][-1] < history["train_loss"][0]
@@ -81,32 +92,33 @@ def test_run_learns_the_tiny_task():
 
 def test_same_seed_gives_identical_histories_on_cpu():
     def once(seed):
-        _, history = utils.run("G", epochs=2, seed=seed, data=tiny_data(), progress=False, **TINY)
+        _, history = utils.run("G", epochs=2, seed=seed, data=make_tiny_data(), progress=False, **TINY)
         return {k: v for k, v in history.items() if k != "seconds"}
 
     assert once(3) == once(3)
     assert once(3) != once(4)
 
 
-def test_run_loads_tiny_mnist_from_root(tmp_path, monkeypatch):
-    from test_data import tiny_pickle  # noqa: E402 (shared tiny-file helper)
-    import hashlib
-
-    files = utils.idx_files_from_pickle(tiny_pickle(40, 10, 20))
-    monkeypatch.setattr(utils, "MNIST_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name, content in files.items():
-        (raw / name).write_bytes(content)
-    _, history = utils.run("L", epochs=1, root=str(tmp_path), train_limit=30, test_limit=12,
+def test_run_loads_tiny_mnist_from_root(tiny_mnist_root):
+    _, history = utils.run("L", epochs=1, root=str(tiny_mnist_root), train_limit=30, test_limit=12,
                            device="cpu", progress=False, **TINY)
     assert len(history["test_accuracy"]) == 1
+
+
+def test_run_data_applies_limits_and_the_validation_split(tiny_mnist_root, monkeypatch):
+    import data
+
+    monkeypatch.setattr(data, "VALIDATION_SIZE", 10)  # the tiny root has 50 training images
+    config = utils.RunConfig(validation=True, train_limit=30)
+    train_x, _, test_x, _ = utils.run_data(config, torch.device("cpu"), str(tiny_mnist_root))
+    all_train_x = data.load_tensors(str(tiny_mnist_root))[0]
+    assert torch.equal(train_x, all_train_x[:30]) and torch.equal(test_x, all_train_x[40:])
 
 
 def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone():
     torch.manual_seed(0)
     model = Net("B")
-    _, _, x, y = tiny_data()
+    _, _, x, y = make_tiny_data()
     batch_norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     running_mean = batch_norm.running_mean.clone()
     loss, accuracy = utils.evaluate(model, x, y, batch_size=7)
@@ -119,7 +131,7 @@ def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone():
 
 
 def test_augment_without_rotation_or_shift_is_the_identity():
-    x = tiny_data(8, 0)[0]
+    x = make_tiny_data(8, 0)[0]
     g = torch.Generator().manual_seed(0)
     assert torch.allclose(utils.augment(x, 0.0, 0.0, g), x, atol=1e-5)
     moved = utils.augment(x, 7.0, 0.1, g)
@@ -130,23 +142,38 @@ def test_augment_without_rotation_or_shift_is_the_identity():
     (dict(norm="X"), "norm"),
     (dict(epochs=0), "epochs"),
     (dict(epochs=2.5), "epochs"),
+    (dict(epochs=True), "epochs"),
     (dict(l1_lambda=-1e-5), "l1_lambda"),
-    (dict(groups=3), "groups"),
+    (dict(norm="G", groups=3), "groups"),
+    (dict(norm="B", groups=2), "groups.*GroupNorm"),
     (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=True), "batch_size"),
+    (dict(max_lr=True), "max_lr"),
+    (dict(max_lr=1e3), "max_lr"),
+    (dict(max_lr=float("nan")), "max_lr"),
+    (dict(rotation=1e9), "rotation"),
+    (dict(weight_decay=1e6), "weight_decay"),
     (dict(optimizer="adam"), "optimizer"),
-    (dict(learning_rate=0.1), "unknown hyperparameter"),
-    (dict(bf16="yes"), "bf16"),
+    (dict(learning_rate=0.1), "unknown setting.*learning_rate"),
+    (dict(precision="fp16"), "precision"),
     (dict(seed="a"), "seed"),
-    (dict(train_limit=0), "train_limit"),
-    (dict(test_limit=-5), "test_limit"),
+    (dict(seed=2**70), "seed"),
+    (dict(seed=-1), "seed"),
+    (dict(validation="yes"), "validation"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, match):
-    arguments = {**dict(norm="B", epochs=1, data=tiny_data(), progress=False), **kwargs}
+    arguments = {**dict(norm="B", epochs=1, data=make_tiny_data(), progress=False), **kwargs}
     with pytest.raises(ValueError, match=match):
         utils.run(**arguments)
+
+
+@pytest.mark.parametrize("conflict", [dict(train_limit=10), dict(test_limit=5), dict(validation=True)])
+def test_limits_or_validation_with_data_are_refused(conflict):
+    with pytest.raises(ValueError, match=f"{next(iter(conflict))}.*data="):
+        utils.run("B", epochs=1, data=make_tiny_data(), progress=False, **conflict)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_raises():
     with pytest.raises(ValueError, match="device='cuda'.*no CUDA GPU"):
-        utils.run("B", epochs=1, device="cuda", data=tiny_data(), progress=False)
+        utils.run("B", epochs=1, device="cuda", data=make_tiny_data(), progress=False)

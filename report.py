@@ -1,0 +1,215 @@
+"""The README's result sections, generated from the files in Images/, and the statistics behind them.
+
+    python report.py           # rewrite every generated section of README.md from Images/
+    python report.py --check   # exit 1, naming the sections, if README.md disagrees with Images/
+
+A generated section sits between `<!-- begin: NAME -->` and `<!-- end: NAME -->` in README.md;
+SECTIONS maps each NAME to the function that writes it. No result number is typed by hand.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+NORM_ORDER = ("B", "L", "G")
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics over seeds
+# ---------------------------------------------------------------------------------------
+
+def t_cdf(t, df):
+    """Student's t distribution function, by Simpson integration of its density."""
+    x = np.linspace(0.0, abs(t), 4001)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    density = np.exp(log_c - (df + 1) / 2 * np.log1p(x * x / df))
+    h = x[1] - x[0]
+    area = h / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
+    return 0.5 + math.copysign(area, t)
+
+
+def t_quantile(p, df):
+    """The t value below which a fraction p of Student's t distribution lies (bisection)."""
+    low, high = -1e3, 1e3
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+    return (low + high) / 2
+
+
+def describe(values, confidence=0.95):
+    """Mean, sample sd, t confidence interval of the mean, min and max of per-seed values."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    sd = float(values.std(ddof=1)) if n > 1 else 0.0
+    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "sd": sd, "ci": [mean - half, mean + half],
+            "min": float(values.min()), "max": float(values.max())}
+
+
+def paired(a, b, confidence=0.95):
+    """Paired comparison of a and b measured on the same seeds: the mean of a - b, its t
+    confidence interval and the two-sided p-value of the paired t-test."""
+    difference = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    stats = describe(difference, confidence)
+    n, sd = stats["n"], stats["sd"]
+    t = stats["mean"] / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, stats["mean"])
+    p = 2 * (1 - t_cdf(abs(t), n - 1)) if math.isfinite(t) else 0.0
+    return {**stats, "t": t, "p": min(1.0, max(p, 0.0))}
+
+
+def holm(p_values):
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------
+
+def markdown_table(header, rows, align=None):
+    """A Markdown table; align is a string of 'l'/'r' per column (default: first left)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def notebook_table(images_dir, how="`make run`"):
+    """The notebook run: one row per variant from its summary.json."""
+    summary = read_json(os.path.join(images_dir, "summary.json"))
+    rows = []
+    for norm in (n for n in NORM_ORDER if n in summary):
+        s = summary[norm]
+        seeds = ", ".join(str(seed) for seed in s["seeds"])
+        spread = f" ± {s['final_test_accuracy_std']:.2f}" if len(s["seeds"]) > 1 else ""
+        rows.append([s["name"], f"{s['params']:,}", seeds, f"{s['final_test_accuracy']:.2f}%{spread}",
+                     f"{s['final_test_loss']:.4f}", f"{s['seconds']:.0f} s"])
+    run = summary["run"]
+    table = markdown_table(["variant", "params", "seed", "final test accuracy", "final test loss",
+                            "training time"], rows)
+    epochs = max(summary[n]["epochs"] for n in NORM_ORDER if n in summary)
+    return (f"{table}\n\nFinal = the last epoch ({epochs}), never the "
+            f"best one. Produced by {how} at commit `{run['git_commit'][:7]}` on {run['device']} "
+            f"(torch {run['torch']}, {run['threads']} threads).")
+
+
+def notebook_discussion(images_dir):
+    """The notebook's discussion as Markdown bullets, every number read from its results."""
+    summary = read_json(os.path.join(images_dir, "summary.json"))
+    mistakes = read_json(os.path.join(images_dir, "misclassified.json"))
+    norms = [n for n in NORM_ORDER if n in summary]
+    name = {n: summary[n]["name"] for n in norms}
+    from utils import load_histories
+
+    histories = load_histories(os.path.join(images_dir, "history.csv"))
+    first = {n: next(iter(histories[n].values())) for n in norms}
+    final = {n: summary[n]["final_test_accuracy"] for n in norms}
+    ranked = sorted(norms, key=lambda n: -final[n])
+    epochs = len(first[norms[0]]["test_accuracy"])
+    later = {n: np.abs(np.diff(first[n]["test_accuracy"][epochs // 2:])) for n in norms}
+    swing_norm = max(norms, key=lambda n: later[n].max() if len(later[n]) else 0)
+    gaps = [abs(summary[n]["final_train_accuracy"] - final[n]) for n in norms]
+    shared = set.intersection(*({m["index"] for m in mistakes[n]} for n in norms))
+    bullets = [
+        "**Final-epoch test accuracy**: " + ", ".join(f"{name[n]} **{final[n]:.2f}%**" for n in ranked)
+        + f"; {final[ranked[0]] - final[ranked[-1]]:.2f} points from first to last.",
+        "**After one epoch**: " + ", ".join(f"{name[n]} {first[n]['test_accuracy'][0]:.2f}%" for n in norms) + ".",
+        f"**Noise**: in the second half of training the test accuracy moves by up to "
+        f"{later[swing_norm].max() if len(later[swing_norm]) else 0:.2f} points from one epoch to the next "
+        f"({name[swing_norm]}), so one seed's final differences do not rank the norms; the README's "
+        "study over many seeds does.",
+        f"**Train against test**: at the last epoch the training accuracy on augmented batches is within "
+        f"{max(gaps):.2f} points of the test accuracy for every variant.",
+        f"**Shared mistakes**: {len(shared)} test image(s) "
+        + (f"({', '.join(f'#{i}' for i in sorted(shared))}) " if shared else "")
+        + "are among the 10 most confident mistakes of all three models.",
+    ]
+    return "\n".join(f"- {b}" for b in bullets)
+
+
+def section_notebook():
+    return notebook_table(os.path.join(ROOT, "Images"))
+
+
+def section_seeds():
+    return notebook_table(os.path.join(ROOT, "Images", "seeds"), how="the notebook with `SEEDS = [1, 2, 3]`")
+
+
+def file_block(path):
+    """A results file shown whole, as a code block (lab notes quote their outputs this way)."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f"`{path}`:\n\n```\n{f.read().rstrip()}\n```"
+
+
+SECTIONS = {
+    "notebook": section_notebook,
+    "seeds": section_seeds,
+    "speed_txt": lambda: file_block("benchmarks/speed.txt"),
+    "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
+}
+DOCUMENTS = ("README.md", "benchmarks/README.md")  # the files whose generated sections report.py writes
+
+
+# ---------------------------------------------------------------------------------------
+# README.md
+# ---------------------------------------------------------------------------------------
+
+MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
+
+
+def render(text, sections=None):
+    """`text` with every generated section rewritten; unknown section names raise KeyError."""
+    sections = sections or SECTIONS
+    return MARKER.sub(lambda m: m.group(1) + sections[m.group(2)]().rstrip("\n") + "\n" + m.group(4), text)
+
+
+def stale_sections(text, sections=None):
+    """Names of the generated sections whose text differs from what the results give."""
+    sections = sections or SECTIONS
+    return [m.group(2) for m in MARKER.finditer(text)
+            if m.group(3) != sections[m.group(2)]().rstrip("\n") + "\n"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if a document is stale")
+    args = parser.parse_args(argv)
+    stale = {}
+    for document in DOCUMENTS:
+        path = os.path.join(ROOT, document)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if args.check:
+            stale[document] = stale_sections(text)
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render(text))
+        print(f"rewrote {len(MARKER.findall(text))} generated sections of {document}")
+    problems = [f"{document} ({', '.join(names)})" for document, names in stale.items() if names]
+    if args.check:
+        print("stale: " + "; ".join(problems) + ". Run: python report.py" if problems
+              else "every generated section agrees with the results files")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny synthetic data made by the tests themselves, so they run in seconds."""
+
+import gzip
+import hashlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import data
+
+
+def make_tiny_data(n_train=96, n_test=40, seed=0):
+    """Random 'digits' whose label is recoverable from a bright patch's position:
+    (train_x, train_y, test_x, test_y) like utils.load_tensors returns."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g) * 0.3
+    for i, label in enumerate(y.tolist()):
+        x[i, 0, 2 + 2 * label:6 + 2 * label, 10:18] += 2.0
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def make_tiny_pickle(n_train=3, n_valid=2, n_test=2, seed=0):
+    """A mnist.pkl.gz in the real format: float32 k/256, ((train), (valid), (test))."""
+    rng = np.random.default_rng(seed)
+
+    def part(n):
+        x = (rng.integers(0, 256, (n, 784)) / 256).astype(np.float32)
+        return x, rng.integers(0, 10, n).astype(np.int64)
+
+    return gzip.compress(pickle.dumps((part(n_train), part(n_valid), part(n_test)), protocol=2))
+
+
+@pytest.fixture
+def tiny_data():
+    return make_tiny_data()
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch):
+    """Tiny raw IDX files (5 training, 2 test images) with their MD5s installed as the expected ones."""
+    files = data.idx_files_from_pickle(make_tiny_pickle())
+    monkeypatch.setattr(data, "MNIST_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
+    return files
+
+
+@pytest.fixture
+def tiny_mnist_root(tmp_path, monkeypatch):
+    """A data root holding tiny raw files (40 + 10 training, 20 test images) that verify."""
+    files = data.idx_files_from_pickle(make_tiny_pickle(40, 10, 20))
+    monkeypatch.setattr(data, "MNIST_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, content in files.items():
+        (raw / name).write_bytes(content)
+    return tmp_path

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from model import DEFAULT_GROUPS, NORMS, check_groups, norm_flag
+from model import DEFAULT_GROUPS, LAYOUT, NORMS, check_groups, layout_channels, norm_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,7 @@ class RunConfig:
     Every variant trains with these defaults, so the comparison is about the norm alone."""
 
     norm: str = "B"              # 'B' BatchNorm, 'L' LayerNorm, 'G' GroupNorm (aliases work too)
+    layout: str = LAYOUT         # the network's blocks (model.LAYOUT); the default is the one compared
     epochs: int = 20
     seed: int = 1                # seeds the weights, the shuffling and the augmentation
     batch_size: int = 128        # images per optimizer step
@@ -36,6 +37,7 @@ class RunConfig:
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
+    cuda_graph: bool = True      # on a GPU, replay the train step from a CUDA graph (CPU: always eager)
     eval_batch_size: int = 2500  # images per forward pass when testing
     train_limit: int | None = None  # train on the first N training images (None: all)
     test_limit: int | None = None   # test on the first N test (or validation) images (None: all)
@@ -62,16 +64,18 @@ class RunConfig:
         if self.l1_lambda is None:
             set_("l1_lambda", 1e-5 if flag == "B" else 0.0)
         _check_number("l1_lambda", self.l1_lambda, 0.0, 1.0)
+        channels = layout_channels(self.layout)
         if flag == "G":
             set_("groups", DEFAULT_GROUPS if self.groups is None else self.groups)
-            check_groups(self.groups)
+            check_groups(self.groups, channels)
         elif self.groups is not None:
             raise ValueError(f"groups={self.groups!r} applies to GroupNorm ('G') only, not norm={flag!r}")
         for name, allowed in (("optimizer", ("adamw", "sgd")), ("precision", ("fp32", "bf16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
-        if not isinstance(self.validation, bool):
-            raise ValueError(f"validation={self.validation!r} must be True or False")
+        for name in ("validation", "cuda_graph"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 
     @classmethod
     def build(cls, **settings):

@@ -16,18 +16,19 @@ Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
   Ba et al. applied to a conv layer and because it is GroupNorm's limiting case, so 'L'
   and 'G' differ only in the number of groups.
 - GroupNorm ('G'): over (C/groups, H, W) for each sample and group of channels, with a
-  per-channel scale and shift. `groups` must divide every channel count in CHANNELS.
+  per-channel scale and shift. `groups` must divide every channel count of the layout.
 
 LayerNorm and GroupNorm behave the same in train and eval mode (no running statistics).
 
 This file depends on torch alone, so any notebook can import it.
 """
 
+import re
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-CHANNELS = 14       # output channels of every 3x3 convolution
 DEFAULT_GROUPS = 2  # GroupNorm groups: 7 channels each (the divisors of 14 are 1, 2, 7, 14)
 
 NORMS = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
@@ -49,8 +50,10 @@ def norm_flag(norm):
     return _ALIASES[key]
 
 
-def check_groups(groups, channels=(CHANNELS,)):
-    """Raise ValueError unless `groups` is a positive int dividing every channel count."""
+def check_groups(groups, channels=None):
+    """Raise ValueError unless `groups` is a positive int dividing every channel count
+    (by default those of LAYOUT)."""
+    channels = channels or layout_channels(LAYOUT)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups={groups!r} must be a positive integer")
     bad = [c for c in channels if c % groups]
@@ -93,14 +96,61 @@ class ConvBlock(nn.Sequential):
         )
 
 
+class SeparableBlock(nn.Sequential):
+    """Depthwise-separable convolution: a 3x3 convolution of each channel by itself -> norm ->
+    ReLU, then a 1x1 convolution mixing the channels -> norm -> ReLU. About 9C + C*C' weights
+    where a full 3x3 convolution has 9C*C'."""
+
+    def __init__(self, in_channels, out_channels, norm, groups, padding=1):
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
+            make_norm(norm, in_channels, groups),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            make_norm(norm, out_channels, groups),
+            nn.ReLU(inplace=True),
+        )
+
+
+# The layers after the space-to-depth stem, as tokens: c<n> a 3x3 convolution to n channels
+# (zero padding), v<n> the same without padding (the map shrinks by 2), d<n> / dv<n> a
+# depthwise-separable block (padded / unpadded), p 2x2 max pooling.
+LAYOUT = "c14 c14 p v14 v14 c14"
+_TOKEN = re.compile(r"(c|v|d|dv)(\d+)|p")
+
+
+def layout_channels(layout):
+    """The output channel count of every block in `layout`, e.g. [14, 14, 14, 14, 14]."""
+    tokens = layout.split()
+    if not tokens or not all(_TOKEN.fullmatch(t) for t in tokens):
+        raise ValueError(f"layout={layout!r}: use space-separated tokens c<n>, v<n>, d<n>, dv<n> and p, "
+                         f"e.g. {LAYOUT!r}")
+    return [int(t.lstrip("cdv")) for t in tokens if t != "p"]
+
+
+def build_layers(layout, norm, groups):
+    """The feature layers of `layout`: space-to-depth, then one block per token."""
+    layers, channels = [nn.PixelUnshuffle(2)], 4  # (N, 4, 14, 14)
+    for token in layout.split():
+        if token == "p":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        kind, width = _TOKEN.fullmatch(token).groups()
+        block = SeparableBlock if kind.startswith("d") else ConvBlock
+        layers.append(block(channels, int(width), norm, groups, padding=0 if kind.endswith("v") else 1))
+        channels = int(width)
+    return nn.Sequential(*layers), channels
+
+
 class Net(nn.Module):
     """MNIST classifier with under 8,000 parameters for each of the three norms.
 
     Args:
         norm: 'B' (BatchNorm), 'L' (LayerNorm) or 'G' (GroupNorm); case-insensitive,
             aliases such as 'bn', 'layernorm' or 'GroupNorm' work too.
-        groups: GroupNorm's number of groups (used for 'G' only); must divide CHANNELS (14),
-            i.e. be 1, 2, 7 or 14. Default 2.
+        groups: GroupNorm's number of groups (used for 'G' only); must divide every channel
+            count of the layout (14 by default: 1, 2, 7 or 14). Default 2.
+        layout: the blocks after the stem (see LAYOUT); the default is the network compared here.
 
     forward(x) takes (N, 1, 28, 28) normalized images and returns (N, 10) log-probabilities.
 
@@ -112,27 +162,20 @@ class Net(nn.Module):
     1x1 convolution to the 10 classes. No dropout: the augmentation in utils.py regularizes.
     """
 
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS):
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT):
         super().__init__()
         self.norm = norm_flag(norm)
+        channels = layout_channels(layout)
         if self.norm == "G":
-            check_groups(groups)
+            check_groups(groups, channels)
         self.groups = groups if self.norm == "G" else None
-        c = CHANNELS
-        self.features = nn.Sequential(
-            nn.PixelUnshuffle(2),                          # (N, 4, 14, 14)
-            ConvBlock(4, c, self.norm, groups),            # (N, 14, 14, 14)
-            ConvBlock(c, c, self.norm, groups),            # (N, 14, 14, 14)
-            nn.MaxPool2d(2),                               # (N, 14, 7, 7)
-            ConvBlock(c, c, self.norm, groups, padding=0),  # (N, 14, 5, 5)
-            ConvBlock(c, c, self.norm, groups, padding=0),  # (N, 14, 3, 3)
-            ConvBlock(c, c, self.norm, groups),            # (N, 14, 3, 3)
-        )
-        self.head = nn.Conv2d(c, 10, 1)  # on the globally averaged features
+        self.layout = layout
+        self.features, width = build_layers(layout, self.norm, groups)  # (N, width, H', W')
+        self.head = nn.Conv2d(width, 10, 1)  # on the globally averaged features
 
     def forward(self, x):
         x = self.features(x)
-        x = x.mean(dim=(2, 3), keepdim=True)  # global average pool: (N, 14, 1, 1)
+        x = x.mean(dim=(2, 3), keepdim=True)  # global average pool: (N, C, 1, 1)
         x = self.head(x).flatten(1)           # (N, 10)
         return F.log_softmax(x.float(), dim=1)
 

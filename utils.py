@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from config import RunConfig, resolve_device  # noqa: F401 (utils.RunConfig for users)
+from cuda_graph import GraphStep
 from data import MNIST_MEAN, MNIST_STD, atomic_write, load_tensors  # noqa: F401 (utils.load_tensors)
 from model import DEFAULT_GROUPS, Net
 
@@ -122,19 +123,28 @@ def setup(config, device, steps_per_epoch):
     """The seeded model, optimizer, OneCycle schedule and train step of a run of `config`."""
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    model = Net(config.norm, groups=config.groups or DEFAULT_GROUPS).to(device)
+    model = Net(config.norm, groups=config.groups or DEFAULT_GROUPS, layout=config.layout).to(device)
+    graph = config.cuda_graph and device.type == "cuda"
+    # A CUDA graph replays fixed memory: the learning rate lives in a device tensor the
+    # scheduler updates in place, and AdamW keeps its step count on the device (capturable).
+    lr = torch.tensor(config.max_lr, device=device) if graph else config.max_lr
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
                                     nesterov=True, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
+                                      **({"capturable": True} if graph else {}))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    if graph and not isinstance(optimizer.param_groups[0]["lr"], torch.Tensor):
+        print("CUDA graph off: this torch's scheduler replaces a tensor learning rate; training eagerly")
+        graph = False
 
     def step(images, labels):
         return train_step(model, images, labels, optimizer, config)
 
-    return Training(model, optimizer, scheduler, step, generator)
+    return Training(model, optimizer, scheduler, GraphStep(step, optimizer, config.batch_size) if graph else step,
+                    generator)
 
 
 def train(config, data, device, progress=True, on_epoch=None):
@@ -182,11 +192,31 @@ def run_data(config, device, root="data", data=None):
     """The tensors a run of `config` trains and tests on, on `device`."""
     if data is None:
         return load_tensors(root, device, config.train_limit, config.test_limit, config.validation)
+    check_selection(config)
+    return tuple(t.to(device) for t in data)
+
+
+def check_selection(config):
+    """Raise ValueError if `config` selects MNIST images although the data is passed in."""
     given = [name for name in ("train_limit", "test_limit", "validation") if getattr(config, name)]
     if given:
         raise ValueError(f"{', '.join(given)} cannot be combined with data=: slice the tensors you pass "
                          "instead, or leave out data= to load MNIST with them")
-    return tuple(t.to(device) for t in data)
+
+
+def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False,
+          **common):
+    """Train many runs concurrently, each at most once; returns their histories (as run()
+    returns them) in the order of `runs`, or (model, history) pairs with return_models=True.
+
+    runs: dicts of run() keywords, e.g. [dict(norm="B", seed=1), dict(norm="L", seed=1)]; common:
+    those shared by all (device, root, data, any RunConfig field). Finished runs are saved under
+    results_dir: a second call loads them, an interrupted one loses only the runs in flight.
+    workers: processes (default: the cores on a CPU, 8 on a GPU); threads: per worker (default:
+    cores // workers). The machinery is in sweeps.py."""
+    import sweeps  # imports this module; kept out of the way of `import utils`
+
+    return sweeps.sweep(runs, workers, results_dir, progress, threads, return_models, **common)
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,13 +314,14 @@ def load_histories(path):
     return histories
 
 
-def model_summary(norm, groups=None):
-    """torchsummary's layer table for Net(norm) as a string (computed on the CPU)."""
+def model_summary(config):
+    """torchsummary's layer table for the Net of a RunConfig, as a string (computed on the CPU)."""
     from torchsummary import summary
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        summary(Net(norm, groups=groups or DEFAULT_GROUPS), (1, 28, 28), device="cpu")
+        summary(Net(config.norm, groups=config.groups or DEFAULT_GROUPS, layout=config.layout), (1, 28, 28),
+                device="cpu")
     return out.getvalue()
 
 

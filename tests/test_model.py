@@ -48,6 +48,12 @@ def test_bad_groups_raise(groups):
         Net("G", groups=groups)
 
 
+def test_groups_must_divide_every_channel_count_of_the_layout():
+    with pytest.raises(ValueError, match="groups"):
+        Net("G", groups=7, layout="c14 p v16")
+    assert Net("G", groups=2, layout="c14 p v16").groups == 2
+
+
 def test_groups_is_ignored_unless_groupnorm():
     assert model.count_parameters(Net("L", groups=3)) == model.count_parameters(Net("L"))
 
@@ -86,10 +92,28 @@ def test_layernorm_does_not_hard_code_the_spatial_size():
         assert torch.allclose(y.reshape(2, -1).mean(1), torch.zeros(2), atol=1e-5)
 
 
-def test_model_file_imports_torch_only():
+def test_model_file_imports_torch_and_the_standard_library_only():
+    import sys
+
     source = open(model.__file__).read()
-    imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert {name.split(".")[0] for name in imports} == {"torch"}
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports - set(sys.stdlib_module_names) == {"torch"}
+
+
+@pytest.mark.parametrize("layout, params_budget", [("c14 c14 p v14 v14 c14", 7850), ("c8 p dv16 d16", None)])
+def test_layouts_build_the_blocks_they_name(layout, params_budget):
+    net = Net("L", layout=layout)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    if params_budget:
+        assert model.count_parameters(net) == params_budget
+    blocks = [m for m in net.features if isinstance(m, (model.ConvBlock, model.SeparableBlock))]
+    assert len(blocks) == len(model.layout_channels(layout))
+
+
+@pytest.mark.parametrize("layout", ["", "c14 x3", "c14,c14", "p p q"])
+def test_bad_layouts_raise_naming_the_tokens(layout):
+    with pytest.raises(ValueError, match="layout"):
+        Net("B", layout=layout)
 
 
 def test_layernorm_is_named_layernorm_with_groupnorm_maths():

@@ -107,7 +107,7 @@ def test_save_figure_writes_a_png(tmp_path, histories):
 
 
 def test_model_summaries_name_each_norm():
-    tables = {norm: utils.model_summary(norm) for norm in "BLG"}
+    tables = {norm: utils.model_summary(utils.RunConfig(norm=norm)) for norm in "BLG"}
     assert all("Conv2d" in t and "Total params" in t for t in tables.values())
     assert "LayerNorm" in tables["L"] and "GroupNorm" not in tables["L"]
     assert "GroupNorm" in tables["G"] and "BatchNorm2d" in tables["B"]

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from model import DEFAULT_GROUPS, LAYOUT, NORMS, check_groups, layout_channels, norm_flag
+from model import DEFAULT_GROUPS, LAYOUT, NORMS, Net, check_groups, layout_channels, norm_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class RunConfig:
     rotation: float = 7.0        # random rotation, degrees either way
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
+    norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
     cuda_graph: bool = True      # on a GPU, replay the train step from a CUDA graph (CPU: always eager)
     eval_batch_size: int = 2500  # images per forward pass when testing
@@ -54,7 +55,7 @@ class RunConfig:
                     eval_batch_size=(1, 100_000))
         for name, (low, high) in ints.items():
             _check_number(name, getattr(self, name), low, high, integer=True)
-        for name in ("train_limit", "test_limit"):
+        for name in ("train_limit", "test_limit", "norm_batch"):
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), 1, 60_000, integer=True, none_ok=True)
         floats = dict(max_lr=(1e-6, 10.0), momentum=(0.0, 0.999), weight_decay=(0.0, 1.0),
@@ -70,6 +71,9 @@ class RunConfig:
             check_groups(self.groups, channels)
         elif self.groups is not None:
             raise ValueError(f"groups={self.groups!r} applies to GroupNorm ('G') only, not norm={flag!r}")
+        if self.norm_batch is not None and flag != "B":
+            raise ValueError(f"norm_batch={self.norm_batch!r} applies to BatchNorm ('B') only: LayerNorm "
+                             "and GroupNorm normalize each image by itself")
         for name, allowed in (("optimizer", ("adamw", "sgd")), ("precision", ("fp32", "bf16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
@@ -86,10 +90,16 @@ class RunConfig:
                              f"{', '.join(field.name for field in dataclasses.fields(cls))}")
         return cls(**settings)
 
+    def net(self):
+        """A new, untrained Net of this configuration (on the CPU)."""
+        return Net(self.norm, groups=self.groups or DEFAULT_GROUPS, layout=self.layout, norm_batch=self.norm_batch)
+
     @property
     def label(self):
         """Name for legends and titles, e.g. 'BatchNorm + L1 (λ=1e-05)', 'GroupNorm (2 groups)'."""
         name = NORMS[self.norm]
+        if self.norm_batch:
+            name += f" (ghost batches of {self.norm_batch})"
         if self.groups:
             name += f" ({self.groups} groups)"
         return name + (f" + L1 (λ={self.l1_lambda:g})" if self.l1_lambda else "")

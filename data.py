@@ -11,11 +11,13 @@ temporary name and renamed, so an interruption never leaves a partial file.
 """
 
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,54 @@ def atomic_write(path, data):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def staging_folder(final):
+    """A new empty folder beside `final` to write a set of files into before publish_folder();
+    leftovers of earlier, interrupted sets for `final` are removed."""
+    parent, name = os.path.split(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    _recover(final)
+    for entry in os.listdir(parent):
+        if entry.startswith(f".{name}.staging-"):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return tempfile.mkdtemp(dir=parent, prefix=f".{name}.staging-")
+
+
+def publish_folder(staging, final):
+    """Put the folder `staging` in the place of `final` at once, so that `final` holds either
+    its previous complete contents or the new ones, never a mix. On Linux the two are
+    exchanged atomically (renameat2); elsewhere `final` is renamed aside first, and a later
+    call puts it back if an interruption came between the two renames."""
+    final = os.path.abspath(final)
+    aside = _recover(final)
+    if os.path.isdir(final) and _exchange(staging, final):
+        shutil.rmtree(staging)  # it now holds the previous contents
+        return
+    if os.path.isdir(final):
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(final, aside)
+    os.rename(staging, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _recover(final):
+    """Put back `final` if an earlier publish_folder was interrupted between its two renames;
+    returns the name it is set aside under."""
+    aside = os.path.abspath(final) + ".previous"
+    if os.path.isdir(aside) and not os.path.exists(final):
+        os.rename(aside, final)
+    return aside
+
+
+def _exchange(a, b):
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    except (AttributeError, OSError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,3 +293,20 @@ def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None, v
     train_images, train_labels, test_images, test_labels = load_mnist(root)
     tensors = (*to_tensors(train_images, train_labels, device), *to_tensors(test_images, test_labels, device))
     return select(tensors, train_limit, test_limit, validation)
+
+
+def check_tensors(data):
+    """Raise ValueError unless data = (train_x, train_y, test_x, test_y) are images
+    (N, 1, 28, 28) of finite floats and labels (N,) of integers 0-9."""
+    if not isinstance(data, (tuple, list)) or len(data) != 4 or not all(map(torch.is_tensor, data)):
+        raise ValueError("data must be four tensors (train_x, train_y, test_x, test_y), as load_tensors() returns")
+    for split, (x, y) in (("train", data[:2]), ("test", data[2:])):
+        if x.dim() != 4 or x.shape[1:] != (1, 28, 28) or not x.is_floating_point() or len(x) != len(y):
+            raise ValueError(f"{split}_x must be float images (N, 1, 28, 28) with one label each; got "
+                             f"{tuple(x.shape)} {x.dtype} with {len(y)} labels")
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"{split}_x holds {len(bad)} image(s) with NaN or infinite pixels (index "
+                             f"{bad[:5]}); remove or repair them before training")
+        if y.is_floating_point() or y.dim() != 1 or (len(y) and not 0 <= int(y.min()) <= int(y.max()) <= 9):
+            raise ValueError(f"{split}_y must be integer labels 0-9 of shape (N,)")

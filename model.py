@@ -23,6 +23,7 @@ LayerNorm and GroupNorm behave the same in train and eval mode (no running stati
 This file depends on torch alone, so any notebook can import it.
 """
 
+import os
 import re
 
 import torch
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 DEFAULT_GROUPS = 2  # GroupNorm groups: 7 channels each (the divisors of 14 are 1, 2, 7, 14)
 
 NORMS = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
+# The notebook's committed run saves its three trained networks here (Net.pretrained reads them).
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Images", "notebook")
 _ALIASES = {
     "b": "B", "bn": "B", "batch": "B", "batchnorm": "B",
     "l": "L", "ln": "L", "layer": "L", "layernorm": "L",
@@ -74,11 +77,45 @@ class LayerNorm(nn.GroupNorm):
         super().__init__(1, channels)
 
 
-def make_norm(norm, channels, groups=DEFAULT_GROUPS):
-    """The normalization layer for `channels` channels chosen by the flag `norm`."""
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from ghost batches: consecutive groups of
+    `ghost` images of the batch, each normalized by its own mean and variance (the last group
+    may be smaller). The running averages used in eval mode follow the mean over the groups of
+    their statistics. This isolates the normalization batch from the optimizer's batch."""
+
+    def __init__(self, channels, ghost):
+        super().__init__(channels)
+        self.ghost = ghost
+
+    def forward(self, x):
+        if not self.training or len(x) <= self.ghost:
+            return super().forward(x)
+        full = len(x) // self.ghost * self.ghost
+        groups = [x[:full].unflatten(0, (-1, self.ghost))]  # (G, ghost, C, H, W)
+        if full < len(x):
+            groups.append(x[full:].unsqueeze(0))            # (1, rest, C, H, W)
+        normalized, means, variances = [], [], []
+        for group in groups:
+            mean = group.mean(dim=(1, 3, 4), keepdim=True)
+            var = group.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+            normalized.append(((group - mean) / torch.sqrt(var + self.eps)).flatten(0, 1))
+            size = group[0].numel() / group.shape[2]  # values per channel in one group
+            means.append(mean.flatten(1))
+            variances.append(var.flatten(1) * size / (size - 1))  # unbiased, as BatchNorm keeps it
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(torch.cat(means).mean(0), self.momentum)
+            self.running_var.lerp_(torch.cat(variances).mean(0), self.momentum)
+        shape = (1, -1, 1, 1)
+        return torch.cat(normalized) * self.weight.view(shape) + self.bias.view(shape)
+
+
+def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
+    """The normalization layer for `channels` channels chosen by the flag `norm`; norm_batch
+    gives BatchNorm ghost batches of that many images."""
     flag = norm_flag(norm)
     if flag == "B":
-        return nn.BatchNorm2d(channels)
+        return GhostBatchNorm2d(channels, norm_batch) if norm_batch else nn.BatchNorm2d(channels)
     if flag == "L":
         return LayerNorm(channels)  # over (C, H, W) per sample, see the module docstring
     check_groups(groups, (channels,))
@@ -86,12 +123,13 @@ def make_norm(norm, channels, groups=DEFAULT_GROUPS):
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> ReLU."""
+    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> ReLU.
+    norm(channels) builds the normalization layer."""
 
-    def __init__(self, in_channels, out_channels, norm, groups, padding=1):
+    def __init__(self, in_channels, out_channels, norm, padding=1):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-            make_norm(norm, out_channels, groups),
+            norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -101,13 +139,13 @@ class SeparableBlock(nn.Sequential):
     ReLU, then a 1x1 convolution mixing the channels -> norm -> ReLU. About 9C + C*C' weights
     where a full 3x3 convolution has 9C*C'."""
 
-    def __init__(self, in_channels, out_channels, norm, groups, padding=1):
+    def __init__(self, in_channels, out_channels, norm, padding=1):
         super().__init__(
             nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
-            make_norm(norm, in_channels, groups),
+            norm(in_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            make_norm(norm, out_channels, groups),
+            norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -128,8 +166,9 @@ def layout_channels(layout):
     return [int(t.lstrip("cdv")) for t in tokens if t != "p"]
 
 
-def build_layers(layout, norm, groups):
-    """The feature layers of `layout`: space-to-depth, then one block per token."""
+def build_layers(layout, norm):
+    """The feature layers of `layout`: space-to-depth, then one block per token; norm(channels)
+    builds each normalization layer."""
     layers, channels = [nn.PixelUnshuffle(2)], 4  # (N, 4, 14, 14)
     for token in layout.split():
         if token == "p":
@@ -137,7 +176,7 @@ def build_layers(layout, norm, groups):
             continue
         kind, width = _TOKEN.fullmatch(token).groups()
         block = SeparableBlock if kind.startswith("d") else ConvBlock
-        layers.append(block(channels, int(width), norm, groups, padding=0 if kind.endswith("v") else 1))
+        layers.append(block(channels, int(width), norm, padding=0 if kind.endswith("v") else 1))
         channels = int(width)
     return nn.Sequential(*layers), channels
 
@@ -151,6 +190,8 @@ class Net(nn.Module):
         groups: GroupNorm's number of groups (used for 'G' only); must divide every channel
             count of the layout (14 by default: 1, 2, 7 or 14). Default 2.
         layout: the blocks after the stem (see LAYOUT); the default is the network compared here.
+        norm_batch: BatchNorm only: training statistics over ghost batches of this many images
+            (None: the whole batch). See GhostBatchNorm2d.
 
     forward(x) takes (N, 1, 28, 28) normalized images and returns (N, 10) log-probabilities.
 
@@ -162,16 +203,52 @@ class Net(nn.Module):
     1x1 convolution to the 10 classes. No dropout: the augmentation in utils.py regularizes.
     """
 
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT):
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None):
         super().__init__()
         self.norm = norm_flag(norm)
         channels = layout_channels(layout)
         if self.norm == "G":
             check_groups(groups, channels)
+        if norm_batch is not None and (self.norm != "B" or isinstance(norm_batch, bool)
+                                       or not isinstance(norm_batch, int) or norm_batch < 1):
+            raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, "
+                             "for BatchNorm ('B') only")
         self.groups = groups if self.norm == "G" else None
-        self.layout = layout
-        self.features, width = build_layers(layout, self.norm, groups)  # (N, width, H', W')
+        self.layout, self.norm_batch = layout, norm_batch
+        self.features, width = build_layers(  # (N, width, H', W')
+            layout, lambda channels: make_norm(self.norm, channels, groups, norm_batch))
         self.head = nn.Conv2d(width, 10, 1)  # on the globally averaged features
+
+    @classmethod
+    def pretrained(cls, norm="B", path=None):
+        """The committed trained network of a norm, in eval mode: weights from the notebook's
+        run (make run), with what produced them in .info (configuration, test accuracy, commit).
+
+            net = Net.pretrained("G")
+            log_probs = net(images)  # (N, 1, 28, 28) normalized like data.py: (x/255 - 0.1307) / 0.3081
+        """
+        flag = norm_flag(norm)
+        path = path or os.path.join(PRETRAINED_DIR, f"net_{flag}.pt")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no trained weights there; `make run` (the notebook) writes them")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or saved.get("norm") != flag:
+            found = saved.get("norm") if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"{path} holds weights for norm {found!r}, not {flag!r}")
+        net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS, layout=saved.get("layout", LAYOUT))
+        try:
+            net.load_state_dict(saved["state_dict"])
+        except RuntimeError as error:
+            raise ValueError(f"{path} does not fit Net({flag!r}, layout={net.layout!r}): "
+                             f"{str(error).splitlines()[1].strip()}") from None
+        net.info = {key: value for key, value in saved.items() if key != "state_dict"}
+        return net.eval()
+
+    def save_pretrained(self, path, **info):
+        """Save the weights with the norm, groups and layout Net.pretrained needs, and `info`
+        (e.g. test_accuracy, commit, config)."""
+        torch.save({"norm": self.norm, "groups": self.groups, "layout": self.layout, **info,
+                    "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()}}, path)
 
     def forward(self, x):
         x = self.features(x)

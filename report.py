@@ -2,19 +2,24 @@
 
     python report.py           # rewrite every generated section of README.md from Images/
     python report.py --check   # exit 1, naming the sections, if README.md disagrees with Images/
+    python report.py --clean-notebook NOTEBOOK   # what `make run` does after executing it
 
 A generated section sits between `<!-- begin: NAME -->` and `<!-- end: NAME -->` in README.md;
 SECTIONS maps each NAME to the function that writes it. No result number is typed by hand.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import platform
 import re
+import subprocess
 import sys
 
 import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NORM_ORDER = ("B", "L", "G")
@@ -73,6 +78,49 @@ def holm(p_values):
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+# ---------------------------------------------------------------------------------------
+# Provenance: what produced a set of results
+# ---------------------------------------------------------------------------------------
+
+def run_info(device, **parameters):
+    """What produced a set of results: its parameters, the code version, library versions and
+    the machine."""
+    import torchvision
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "*.py"):
+        commit += " (with uncommitted changes to .py files)"
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "parameters": parameters,
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def device_name(device):
+    """The GPU's name, or the CPU's model and core count (timings hold for that machine only)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"CPU: {model}, {os.cpu_count()} cores"
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,10 +237,35 @@ def stale_sections(text, sections=None):
             if m.group(3) != sections[m.group(2)]().rstrip("\n") + "\n"]
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def clean_notebook(path):
+    """Strip from an executed notebook what changes on every run without being a result:
+    widget state and the progress-bar outputs that point at it, execution timestamps and
+    papermill's bookkeeping. Rewrites `path` atomically."""
+    from data import atomic_write
+
+    with open(path, encoding="utf-8") as f:
+        notebook = json.load(f)
+    for key in ("widgets", "papermill"):
+        notebook["metadata"].pop(key, None)
+    for cell in notebook["cells"]:
+        for key in ("execution", "papermill"):
+            cell["metadata"].pop(key, None)
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET_VIEW not in o.get("data", {})]
+    atomic_write(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if a document is stale")
+    parser.add_argument("--clean-notebook", metavar="PATH", help="strip widget state and timestamps from PATH")
     args = parser.parse_args(argv)
+    if args.clean_notebook:
+        clean_notebook(args.clean_notebook)
+        return 0
     stale = {}
     for document in DOCUMENTS:
         path = os.path.join(ROOT, document)

@@ -27,9 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 import data as mnist
+import report
 import utils
 from config import RunConfig, resolve_device
-from model import DEFAULT_GROUPS, Net
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The code a run executes; utils.py only down to its "Saved results" banner (results and plots
@@ -76,7 +76,7 @@ def save_run(path, key, config, model, history, device):
     """Write one finished run atomically (a temporary file, then a rename)."""
     record = {"key": key, "config": dataclasses.asdict(config), "history": history,
               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-              "info": {"device": utils.device_name(device), "torch": str(torch.__version__),
+              "info": {"device": report.device_name(device), "torch": str(torch.__version__),
                        "threads": torch.get_num_threads(), "code": code_version(),
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
     folder, name = os.path.split(path)
@@ -109,7 +109,7 @@ def load_run(path, key, config):
 def model_from(record, device="cpu"):
     """The trained Net of a saved run, in eval mode."""
     config = RunConfig(**record["config"])
-    model = Net(config.norm, groups=config.groups or DEFAULT_GROUPS, layout=config.layout)
+    model = config.net()
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval()
 
@@ -167,6 +167,7 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     root, data = common.pop("root", "data"), common.pop("data", None)
     configs = [RunConfig.build(**{**common, **run}) for run in runs]
     if data is not None:
+        mnist.check_tensors(data)  # here, before any worker starts
         for config in configs:
             utils.check_selection(config)
     data_id, code = data_fingerprint(data), code_version()
@@ -228,5 +229,5 @@ def _train_all(todo, paths, workers, threads, progress, root, data, device):
         bar.close()
     pool.shutdown()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (the others are saved in "
+        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (finished runs are saved in "
                            f"{os.path.dirname(next(iter(paths.values())))}/):\n  " + "\n  ".join(failures))

@@ -14,9 +14,6 @@ import dataclasses
 import io
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 import typing
 
@@ -27,8 +24,8 @@ from tqdm.auto import tqdm
 
 from config import RunConfig, resolve_device  # noqa: F401 (utils.RunConfig for users)
 from cuda_graph import GraphStep
-from data import MNIST_MEAN, MNIST_STD, atomic_write, load_tensors  # noqa: F401 (utils.load_tensors)
-from model import DEFAULT_GROUPS, Net
+from data import MNIST_MEAN, MNIST_STD, atomic_write, check_tensors, load_tensors  # noqa: F401
+from model import Net
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
@@ -79,13 +76,15 @@ def train_step(model, images, labels, optimizer, config):
 
 def train_epoch(model, x, y, step, scheduler, config, generator):
     """One pass over (x, y) in shuffled batches with `step(images, labels)`; returns (mean loss,
-    accuracy %) of the augmented training batches. The loss is the cross-entropy without L1."""
+    accuracy %, the first step whose loss was not finite or -1) of the augmented training
+    batches. The loss is the cross-entropy without the L1 term."""
     model.train()
     n = len(x)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=x.device, dtype=torch.long)  # read once, at the end
     order = torch.randperm(n, device=x.device, generator=generator)
-    for start in range(0, n, config.batch_size):
+    for number, start in enumerate(range(0, n, config.batch_size)):
         index = order[start:start + config.batch_size]
         images = augment(x[index], config.rotation, config.translation, generator)
         labels = y[index]
@@ -93,7 +92,8 @@ def train_epoch(model, x, y, step, scheduler, config, generator):
         scheduler.step()
         loss_sum += loss.detach() * len(index)
         correct += (log_probs.argmax(1) == labels).sum()
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+        first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, number)
+    return loss_sum.item() / n, 100.0 * correct.item() / n, int(first_bad)
 
 
 @torch.no_grad()
@@ -123,7 +123,7 @@ def setup(config, device, steps_per_epoch):
     """The seeded model, optimizer, OneCycle schedule and train step of a run of `config`."""
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    model = Net(config.norm, groups=config.groups or DEFAULT_GROUPS, layout=config.layout).to(device)
+    model = config.net().to(device)
     graph = config.cuda_graph and device.type == "cuda"
     # A CUDA graph replays fixed memory: the learning rate lives in a device tensor the
     # scheduler updates in place, and AdamW keeps its step count on the device (capturable).
@@ -147,11 +147,21 @@ def setup(config, device, steps_per_epoch):
                     generator)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being finite, or sits far above a uniform guess's."""
+
+
+DIVERGED_LOSS = 3 * math.log(10)  # 3x the cross-entropy of guessing all 10 classes equally
+
+
 def train(config, data, device, progress=True, on_epoch=None):
     """Train one RunConfig on data = (train_x, train_y, test_x, test_y), already on `device`;
     returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
     test_loss, test_accuracy (accuracies in percent), lr (at the epoch's last step) and seconds
-    (train + test). on_epoch(epoch, history) is called after each epoch."""
+    (train + test). on_epoch(epoch, history) is called after each epoch. Raises
+    TrainingDiverged, naming the epoch (and the step), if the loss stops being finite or an
+    epoch's mean exceeds DIVERGED_LOSS."""
+    check_tensors(data)
     train_x, train_y, test_x, test_y = data
     model, optimizer, scheduler, step, generator = setup(
         config, device, steps_per_epoch=math.ceil(len(train_x) / config.batch_size))
@@ -159,20 +169,34 @@ def train(config, data, device, progress=True, on_epoch=None):
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.label}, seed {config.seed}", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(model, train_x, train_y, step, scheduler, config,
-                                                 generator)
+        train_loss, train_accuracy, bad_step = train_epoch(model, train_x, train_y, step, scheduler,
+                                                           config, generator)
+        if bad_step >= 0 or train_loss > DIVERGED_LOSS:
+            what = (f"became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
+                    f"{math.ceil(len(train_x) / config.batch_size)}" if bad_step >= 0 else
+                    f"averaged {train_loss:.3g} in epoch {epoch}, worse than 3x a uniform guess's")
+            raise TrainingDiverged(f"{config.label}, seed {config.seed}: the training loss {what}; the run "
+                                   f"diverged and nothing of it was kept. Lower max_lr (now "
+                                   f"{config.max_lr:g}) or check the data.")
         test_loss, test_accuracy = evaluate(model, test_x, test_y, config.eval_batch_size)
         seconds = time.perf_counter() - start
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,
                                         float(optimizer.param_groups[0]["lr"]), seconds)):
             history[key].append(value)
         if progress:
-            bar.write(f"{config.norm} seed {config.seed} epoch {epoch:2d}/{config.epochs}: train loss "
-                      f"{train_loss:.4f} acc {train_accuracy:.2f}% | test loss {test_loss:.4f} acc "
-                      f"{test_accuracy:.2f}% | {seconds:.1f} s")
+            bar.write(epoch_line(config, history, epoch))
         if on_epoch:
             on_epoch(epoch, history)
     return model, history
+
+
+def epoch_line(config, history, epoch):
+    """One line of a run's log: the epoch's training and held-out loss and accuracy, its time."""
+    h = {key: values[epoch - 1] for key, values in history.items()}
+    held_out = "val" if config.validation else "test"
+    return (f"{config.norm} seed {config.seed} epoch {epoch:2d}/{config.epochs}: train loss {h['train_loss']:.4f} "
+            f"acc {h['train_accuracy']:.2f}% | {held_out} loss {h['test_loss']:.4f} acc "
+            f"{h['test_accuracy']:.2f}% | {h['seconds']:.1f} s")
 
 
 def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None, root="data",
@@ -223,44 +247,6 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
 # Saved results
 # ---------------------------------------------------------------------------------------
 
-def run_info(device, **parameters):
-    """What produced a set of results: its parameters, the code version, library versions and
-    the machine."""
-    import torchvision
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "*.py"):
-        commit += " (with uncommitted changes to .py files)"
-    device = resolve_device(device)
-    return {
-        "parameters": parameters,
-        "git_commit": commit,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def device_name(device):
-    """The GPU's name, or the CPU's model and core count (timings hold for that machine only)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return f"CPU: {model}, {os.cpu_count()} cores"
-
-
 def save_results(histories, configs, params, images_dir, info):
     """Write history.csv and summary.json into `images_dir` (atomically); return the summary.
 
@@ -274,8 +260,9 @@ def save_results(histories, configs, params, images_dir, info):
             for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1):
                 writer.writerow([norm, seed, epoch, *(f"{v:.6g}" for v in values)])
     summary = {**summarize(histories, configs, params), "run": info}
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"  # strict JSON: NaN raises, before any write
     atomic_write(f"{images_dir}/history.csv", out.getvalue())
-    atomic_write(f"{images_dir}/summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write(f"{images_dir}/summary.json", text)
     return summary
 
 
@@ -320,8 +307,7 @@ def model_summary(config):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        summary(Net(config.norm, groups=config.groups or DEFAULT_GROUPS, layout=config.layout), (1, 28, 28),
-                device="cpu")
+        summary(config.net(), (1, 28, 28), device="cpu")
     return out.getvalue()
 
 

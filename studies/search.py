@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import report  # noqa: E402
 import utils  # noqa: E402
 from data import atomic_write  # noqa: E402
 from model import count_parameters  # noqa: E402
@@ -76,7 +77,7 @@ def main():
                          overrides, history["test_accuracy"][-1], f"{history['test_loss'][-1]:.5f}",
                          f"{history['train_accuracy'][-1]:.3f}", f"{sum(history['seconds']):.1f}"])
     atomic_write(os.path.join(HERE, "search.csv"), out.getvalue())
-    info = utils.run_info(args.device, rounds=ROUNDS, sweep_seconds=round(seconds, 1), workers=args.workers)
+    info = report.run_info(args.device, rounds=ROUNDS, sweep_seconds=round(seconds, 1), workers=args.workers)
     atomic_write(os.path.join(HERE, "search.json"), json.dumps(info, indent=1) + "\n")
     print(f"{len(runs)} runs in {seconds:.0f} s; wrote studies/search.csv")
 

@@ -35,6 +35,8 @@ class RunConfig:
     label_smoothing: float = 0.0  # mass spread evenly over the 10 classes in the training loss
     rotation: float = 7.0        # random rotation, degrees either way
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
+    scale: float = 0.0           # random zoom, fraction either way
+    elastic: float = 0.0         # elastic distortion strength, pixels (Simard et al. 2003 used 34)
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
@@ -59,7 +61,8 @@ class RunConfig:
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), 1, 60_000, integer=True, none_ok=True)
         floats = dict(max_lr=(1e-6, 10.0), momentum=(0.0, 0.999), weight_decay=(0.0, 1.0),
-                      label_smoothing=(0.0, 0.5), rotation=(0.0, 180.0), translation=(0.0, 1.0))
+                      label_smoothing=(0.0, 0.5), rotation=(0.0, 180.0), translation=(0.0, 1.0),
+                      scale=(0.0, 0.5), elastic=(0.0, 100.0))
         for name, (low, high) in floats.items():
             _check_number(name, getattr(self, name), low, high)
         if self.l1_lambda is None:

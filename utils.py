@@ -33,15 +33,28 @@ HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "l
 # Training: one step, one epoch, one run
 # ---------------------------------------------------------------------------------------
 
-def augment(x, rotation, translation, generator):
-    """Random rotation and shift of a batch (N, 1, H, W), all on its device in one call."""
-    n = x.shape[0]
+def augment(x, rotation, translation, generator, scale=0.0, elastic=0.0):
+    """Random rotation (degrees either way), shift (fraction of the size either way), zoom
+    (fraction either way) and elastic distortion (Simard et al. 2003: a random displacement
+    field smoothed by a Gaussian of 4 px, times `elastic` pixels) of a batch (N, 1, H, W), all on
+    its device in one sampling pass."""
+    n, _, height, width = x.shape
     angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(rotation)
     shift = (torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1) * (2 * translation)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
-    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    if scale:
+        zoom = 1 + (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * scale
+        theta = torch.cat([theta[:, :, :2] / zoom.view(n, 1, 1), theta[:, :, 2:]], 2)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)  # (N, H, W, 2)
+    if elastic:
+        field = torch.rand(n * 2, 1, height, width, device=x.device, generator=generator) * 2 - 1
+        kernel = torch.exp(-torch.arange(-12.0, 13.0, device=x.device) ** 2 / (2 * 4.0 ** 2))
+        kernel = kernel / kernel.sum()
+        field = F.conv2d(field, kernel.view(1, 1, 1, -1), padding=(0, 12))
+        field = F.conv2d(field, kernel.view(1, 1, -1, 1), padding=(12, 0))  # (2N, 1, H, W)
+        grid = grid + field.view(n, 2, height, width).permute(0, 2, 3, 1) * (elastic * 2 / width)
     # Pixels shifted in from outside are background: sample x - background, add it back.
     background = (0 - MNIST_MEAN) / MNIST_STD
     return F.grid_sample(x - background, grid, align_corners=False) + background
@@ -86,7 +99,7 @@ def train_epoch(model, x, y, step, scheduler, config, generator):
     order = torch.randperm(n, device=x.device, generator=generator)
     for number, start in enumerate(range(0, n, config.batch_size)):
         index = order[start:start + config.batch_size]
-        images = augment(x[index], config.rotation, config.translation, generator)
+        images = augment(x[index], config.rotation, config.translation, generator, config.scale, config.elastic)
         labels = y[index]
         log_probs, loss = step(images, labels)
         scheduler.step()
@@ -280,7 +293,7 @@ def summarize(histories, configs, params):
             "seeds": list(by_seed),
             "epochs": len(runs[0]["test_accuracy"]),
             "final_test_accuracy": float(np.mean(final_accuracy)),
-            "final_test_accuracy_std": float(np.std(final_accuracy)),
+            "final_test_accuracy_std": float(np.std(final_accuracy, ddof=1)) if len(runs) > 1 else 0.0,
             "final_test_accuracy_per_seed": final_accuracy,
             "final_test_loss": float(np.mean([h["test_loss"][-1] for h in runs])),
             "final_train_accuracy": float(np.mean([h["train_accuracy"][-1] for h in runs])),
@@ -344,11 +357,11 @@ def _plot_test_metric(histories, key, ylabel, title, labels=None):
         epochs = np.arange(1, values.shape[1] + 1)
         mean = values.mean(0)
         label = (labels or {}).get(norm, norm)
-        label += f", mean of {len(values)} seeds" if len(values) > 1 else ""
+        label += f", mean ± sd of {len(values)} seeds" if len(values) > 1 else ""
         line, = ax.plot(epochs, mean, marker="o", markersize=3, label=label)
         if len(values) > 1:
-            std = values.std(0)
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            sd = values.std(0, ddof=1)
+            ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

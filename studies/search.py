@@ -1,29 +1,23 @@
 """Choosing the recipe on a validation split: candidates x norms x seeds, never the test set.
 
-    python studies/search.py            # every round below; finished runs load from runs/
-    python studies/search.py --rounds 1 # only the first round
+    python studies/search.py --rounds 2   # one round; finished runs load from runs/
 
 Every run trains on the first 50,000 training images and is scored on the last 10,000
-(RunConfig(validation=True)); the test set is not loaded. Each candidate is a set of RunConfig
-fields applied to all three norms (λ stays BatchNorm's only). Writes studies/search.csv (one
-row per run, final epoch) and studies/search.json (the rounds, device, time, commit), which
-studies/README.md tabulates.
+(RunConfig(validation=True)); the test set is not loaded. A candidate is a set of RunConfig
+fields applied to all three norms (λ stays BatchNorm's only). Each round's rows replace that
+round's rows in studies/search.csv (final epoch, one row per run), and studies/search.json
+records each round's device, time and commit; studies/README.md tabulates them.
 """
 
-import argparse
-import csv
-import io
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import report  # noqa: E402
-import utils  # noqa: E402
 from data import atomic_write  # noqa: E402
 from model import count_parameters  # noqa: E402
+from studies import common  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = "c14 c14 p v14 v14 c14"  # the 7,850-parameter network the project started from
@@ -36,50 +30,48 @@ CANDIDATES = {
     "wide tail": dict(layout="c10 c14 p v18 v18 d18"),
     "separable tail 24": dict(layout="c14 c14 p v24 dv24 d24"),
     "separable tail 32": dict(layout="c14 c14 p v22 dv32 d32"),
+    "elastic 20": dict(layout=BASE, elastic=20.0),
+    "zoom ±10%": dict(layout=BASE, scale=0.1),
+    "shift ±0.8 px": dict(layout=BASE, translation=0.03),
+    "unpadded last block": dict(layout="c14 c14 p v14 v14 v14"),
+    "weight decay 0.01": dict(layout=BASE, weight_decay=0.01),
 }
-# Screening with two seeds per norm, then more seeds for the candidates worth confirming.
-ROUNDS = [
-    dict(candidates=list(CANDIDATES), seeds=[1, 2]),
-]
-COLUMNS = ["candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",
+# Round 1 screened with two seeds per norm; later rounds follow what it showed.
+ROUNDS = {
+    1: dict(candidates=["base", "label smoothing 0.1", "rotation 10°", "max_lr 0.02", "wide tail",
+                        "separable tail 24", "separable tail 32"], seeds=[1, 2]),
+    2: dict(candidates=["elastic 20", "zoom ±10%", "shift ±0.8 px", "unpadded last block",
+                        "weight decay 0.01"], seeds=[1, 2]),
+}
+COLUMNS = ["round", "candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",
            "train_accuracy", "seconds"]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, nargs="+", help="which rounds (1-based; default all)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--results-dir", default=os.path.join(os.path.dirname(HERE), "runs"))
+    parser = common.parser(__doc__, seeds=None)
+    parser.add_argument("--rounds", type=int, nargs="+", required=True, choices=sorted(ROUNDS))
     args = parser.parse_args()
-
-    runs, names = [], []
-    for number, round_ in enumerate(ROUNDS, start=1):
-        if args.rounds and number not in args.rounds:
-            continue
-        for name in round_["candidates"]:
-            for norm in "BLG":
-                for seed in round_["seeds"]:
-                    runs.append(dict(norm=norm, seed=seed, validation=True, **CANDIDATES[name]))
-                    names.append(name)
-    start = time.perf_counter()
-    pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
-                        return_models=True)
-    seconds = time.perf_counter() - start
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for name, run, (model, history) in sorted(zip(names, runs, pairs), key=lambda r: (r[0], r[1]["norm"], r[1]["seed"])):
-        config = utils.RunConfig.build(**run)
-        overrides = " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k != "layout") or "-"
-        writer.writerow([name, config.norm, config.seed, config.layout, count_parameters(model),
-                         overrides, history["test_accuracy"][-1], f"{history['test_loss'][-1]:.5f}",
+    csv_path, json_path = os.path.join(HERE, "search.csv"), os.path.join(HERE, "search.json")
+    for number in args.rounds:
+        round_ = ROUNDS[number]
+        args.seeds = round_["seeds"]
+        runs = [dict(norm=norm, seed=seed, validation=True, **CANDIDATES[name])
+                for name in round_["candidates"] for norm in "BLG" for seed in round_["seeds"]]
+        names = [name for name in round_["candidates"] for _ in "BLG" for _ in round_["seeds"]]
+        pairs, _, info = common.sweep(runs, args)
+        rows = []
+        for name, run, (model, history) in zip(names, runs, pairs):
+            overrides = " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k != "layout") or "-"
+            rows.append([number, name, run["norm"], run["seed"], run["layout"], count_parameters(model), overrides,
+                         history["test_accuracy"][-1], f"{history['test_loss'][-1]:.5f}",
                          f"{history['train_accuracy'][-1]:.3f}", f"{sum(history['seconds']):.1f}"])
-    atomic_write(os.path.join(HERE, "search.csv"), out.getvalue())
-    info = report.run_info(args.device, rounds=ROUNDS, sweep_seconds=round(seconds, 1), workers=args.workers)
-    atomic_write(os.path.join(HERE, "search.json"), json.dumps(info, indent=1) + "\n")
-    print(f"{len(runs)} runs in {seconds:.0f} s; wrote studies/search.csv")
+        kept = [[r[c] for c in COLUMNS] for r in (common.read_csv(csv_path) if os.path.exists(csv_path) else [])
+                if r["round"] != number]
+        common.write_csv(csv_path, COLUMNS, sorted(kept + rows, key=lambda r: int(r[0])))
+        rounds = json.load(open(json_path)) if os.path.exists(json_path) else {}
+        rounds[str(number)] = {**info, "candidates": {n: CANDIDATES[n] for n in round_["candidates"]}}
+        atomic_write(json_path, json.dumps(rounds, indent=1, ensure_ascii=False) + "\n")
+        print(f"round {number}: wrote its rows to studies/search.csv")
 
 
 if __name__ == "__main__":

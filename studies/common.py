@@ -1,0 +1,65 @@
+"""What the study scripts share: their command line, the sweep they train through, and files."""
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import report  # noqa: E402
+import utils  # noqa: E402
+from data import atomic_write  # noqa: E402
+
+IMAGES = os.path.join(ROOT, "Images")
+
+
+def parser(doc, seeds):
+    """The options every study takes; `seeds` is its default list of seeds."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"seeds per variant (default {seeds})")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: see utils.sweep)")
+    p.add_argument("--results-dir", default=os.path.join(ROOT, "runs"),
+                   help="where finished runs are kept, so that a second call loads them (default runs/)")
+    p.add_argument("--images", default=IMAGES, help="where the tables and figures are written (default Images/)")
+    return p
+
+
+def sweep(runs, args):
+    """Train (or load) `runs` through utils.sweep; returns ((model, history) pairs, seconds, info)."""
+    start = time.perf_counter()
+    pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
+                        return_models=True)
+    seconds = time.perf_counter() - start
+    info = report.run_info(args.device, runs=len(runs), seeds=args.seeds, sweep_seconds=round(seconds, 1),
+                           workers=args.workers, command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
+    print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
+    return pairs, seconds, info
+
+
+def write_csv(path, header, rows):
+    """A CSV file, written atomically."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, out.getvalue())
+
+
+def read_csv(path):
+    """Rows of a CSV file as dicts, numbers converted."""
+    def number(value):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]

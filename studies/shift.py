@@ -1,0 +1,161 @@
+"""When does the norm matter? Test images that differ from the training images.
+
+    python studies/shift.py        # the recipe's trained runs (from runs/, trained if missing)
+
+BatchNorm normalizes test images with running statistics fixed during training; LayerNorm and
+GroupNorm use each image's own statistics. Each trained model is scored on deterministic
+corruptions of the MNIST test set, made with torch operations on the [0, 1] pixels before the
+usual normalization. "BatchNorm + AdaBN" is the BatchNorm model with its running statistics
+recomputed on the corrupted test set (Li et al. 2016; Schneider et al. 2020), the known remedy.
+
+Writes Images/shift.csv (norm, seed, corruption, severity, test_accuracy; norm "B+AdaBN" for
+the remedy) and Images/shift.png.
+"""
+
+import copy
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import data as mnist  # noqa: E402
+import utils  # noqa: E402
+from model import NORMS  # noqa: E402
+from studies import common  # noqa: E402
+
+# corruption -> severities, in its own unit (see corrupt()); "none" is the clean test set.
+CORRUPTIONS = {
+    "none": [0],
+    "rotation": [15, 30, 45],        # degrees (training saw up to 7)
+    "shift": [3, 5],                 # pixels, in a random direction (training saw up to 1.4)
+    "scale": [0.7, 1.3],             # zoom factor about the centre
+    "noise": [0.1, 0.3, 0.5],        # std of Gaussian noise added to the [0, 1] pixels
+    "blur": [1.0, 1.5],              # std of a Gaussian blur, pixels
+    "contrast": [0.5, 0.2],          # pixels pulled toward the image mean by this factor
+    "brightness": [0.3, 0.6],        # added to the [0, 1] pixels, then clipped
+    "invert": [1],                   # 1 - x: white digits become dark on white
+}
+MODELS = {"B": "BatchNorm + L1", "L": "LayerNorm", "G": "GroupNorm", "B+AdaBN": "BatchNorm + L1, AdaBN"}
+COLUMNS = ["norm", "seed", "corruption", "severity", "test_accuracy"]
+
+
+def _warp(x, theta):
+    """Apply per-image 2x3 affine maps `theta` (N, 2, 3) to x (N, 1, H, W); black outside."""
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
+
+
+def corrupt(x, corruption, severity):
+    """x: (N, 1, 28, 28) pixels in [0, 1]; returns the corrupted copy, the same every call."""
+    n = len(x)
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device=x.device).repeat(n, 1, 1)
+    if corruption == "none":
+        return x.clone()
+    if corruption == "rotation":
+        a = math.radians(severity)
+        rotation = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0]], device=x.device)
+        return _warp(x, rotation.repeat(n, 1, 1))
+    if corruption == "shift":
+        angle = torch.rand(n, device=x.device, generator=generator) * 2 * math.pi
+        theta = identity.clone()
+        theta[:, 0, 2], theta[:, 1, 2] = (torch.cos(angle), torch.sin(angle))
+        theta[:, :, 2] *= 2 * severity / x.shape[-1]  # pixels -> the grid's [-1, 1] units
+        return _warp(x, theta)
+    if corruption == "scale":
+        return _warp(x, identity / severity * torch.tensor([1.0, 1.0, 0.0], device=x.device))
+    if corruption == "noise":
+        return (x + severity * torch.randn(x.shape, device=x.device, generator=generator)).clamp(0, 1)
+    if corruption == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        return gaussian_blur(x, kernel_size=2 * math.ceil(3 * severity) + 1, sigma=severity)
+    if corruption == "contrast":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return mean + severity * (x - mean)
+    if corruption == "brightness":
+        return (x + severity).clamp(0, 1)
+    if corruption == "invert":
+        return 1 - x
+    raise ValueError(f"corruption={corruption!r}: use one of {sorted(CORRUPTIONS)}")
+
+
+def normalize(x):
+    return (x - mnist.MNIST_MEAN) / mnist.MNIST_STD
+
+
+@torch.no_grad()
+def adapt_batchnorm(model, x, batch_size=2500):
+    """AdaBN: a copy of `model` whose BatchNorm running statistics are recomputed on x."""
+    adapted = copy.deepcopy(model)
+    for module in adapted.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the batches below
+    adapted.train()
+    for i in range(0, len(x), batch_size):
+        adapted(x[i:i + batch_size])
+    return adapted.eval()
+
+
+def score(models, x, y):
+    """[(norm, seed, corruption, severity, accuracy)] of every model on every corruption of x."""
+    rows = []
+    for corruption, severities in CORRUPTIONS.items():
+        for severity in severities:
+            corrupted = normalize(corrupt(x, corruption, severity))
+            for (norm, seed), model in models.items():
+                rows.append((norm, seed, corruption, severity, utils.evaluate(model, corrupted, y)[1]))
+                if norm == "B":
+                    adapted = adapt_batchnorm(model, corrupted)
+                    rows.append(("B+AdaBN", seed, corruption, severity, utils.evaluate(adapted, corrupted, y)[1]))
+    return rows
+
+
+def plot(rows):
+    """Test accuracy against severity, one panel per corruption, mean ± sd over seeds per model."""
+    import matplotlib.pyplot as plt
+
+    corruptions = [c for c in CORRUPTIONS if c != "none"]
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.5))
+    for ax, corruption in zip(axes.flat, corruptions):
+        for norm, label in MODELS.items():
+            severities = CORRUPTIONS[corruption]
+            values = [[r["test_accuracy"] for r in rows if r["norm"] == norm and r["corruption"] == corruption
+                       and r["severity"] == s] for s in severities]
+            mean, sd = np.array([np.mean(v) for v in values]), np.array([np.std(v, ddof=1) for v in values])
+            ticks = range(len(severities))
+            line, = ax.plot(ticks, mean, marker="o", label=label, linestyle="--" if "AdaBN" in label else "-")
+            ax.fill_between(ticks, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+            ax.set_xticks(ticks, [str(s) for s in severities])
+        ax.set_title(corruption)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Accuracy on corrupted MNIST test sets (mean ± sd over seeds; x: severity)")
+    fig.tight_layout()
+    return fig
+
+
+def main():
+    args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
+    pairs, _, info = common.sweep(runs, args)
+    device = utils.resolve_device(args.device)
+    _, _, test_images, test_labels = mnist.load_mnist()
+    x = test_images.to(device, torch.float32).unsqueeze(1) / 255
+    y = test_labels.to(device, torch.int64)
+    models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
+    path = os.path.join(args.images, "shift.csv")
+    common.write_csv(path, COLUMNS, score(models, x, y))
+    utils.save_figure(plot(common.read_csv(path)), os.path.join(args.images, "shift.png"))
+    print(f"wrote shift.csv and shift.png in {args.images}")
+
+
+if __name__ == "__main__":
+    main()

@@ -104,8 +104,10 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             variances.append(var.flatten(1) * size / (size - 1))  # unbiased, as BatchNorm keeps it
         with torch.no_grad():
             self.num_batches_tracked += 1
-            self.running_mean.lerp_(torch.cat(means).mean(0), self.momentum)
-            self.running_var.lerp_(torch.cat(variances).mean(0), self.momentum)
+            # momentum=None means a cumulative average, as in nn.BatchNorm2d
+            weight = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
+            self.running_mean.lerp_(torch.cat(means).mean(0), weight)
+            self.running_var.lerp_(torch.cat(variances).mean(0), weight)
         shape = (1, -1, 1, 1)
         return torch.cat(normalized) * self.weight.view(shape) + self.bias.view(shape)
 

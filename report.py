@@ -139,27 +139,221 @@ def notebook_discussion(images_dir):
     return "\n".join(f"- {b}" for b in bullets)
 
 
-def section_notebook():
-    return notebook_table(os.path.join(ROOT, "Images"))
-
-
-def section_seeds():
-    return notebook_table(os.path.join(ROOT, "Images", "seeds"), how="the notebook with `SEEDS = [1, 2, 3]`")
-
-
 def file_block(path):
     """A results file shown whole, as a code block (lab notes quote their outputs this way)."""
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         return f"`{path}`:\n\n```\n{f.read().rstrip()}\n```"
 
 
+def images(*parts):
+    return os.path.join(ROOT, "Images", *parts)
+
+
+def signed(value, digits=2):
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def interval(ci, digits=2, sign=False):
+    low, high = (signed(v, digits) if sign else f"{v:.{digits}f}" for v in ci)
+    return f"{low} to {high}"
+
+
+def provenance(info, what):
+    """One sentence saying how a set of results was produced."""
+    parameters = info.get("parameters", {})
+    seconds = parameters.get("sweep_seconds")
+    took = f" in {seconds / 60:.1f} min" if seconds else ""
+    return (f"{what} `{parameters.get('command', 'make run')}`{took} on {info['device']} "
+            f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
+
+
+NORM_NAMES = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
+
+
+def section_headline():
+    """The many-seed study: per variant mean, CI, sd, range; whether the 99.5% target is met."""
+    from studies import stats
+
+    summary = read_json(images("summary.json"))
+    norms = [n for n in NORM_ORDER if n in summary]
+    described = {n: stats.describe(summary[n]["final_test_accuracy_per_seed"]) for n in norms}
+    rows = [[summary[n]["name"], f"{summary[n]['params']:,}", f"**{d['mean']:.2f}%**", interval(d["ci"]),
+             f"{d['sd']:.2f}", f"{d['min']:.2f} to {d['max']:.2f}", f"{summary[n]['final_test_loss']:.4f}"]
+            for n, d in described.items()]
+    seeds = sorted({d["n"] for d in described.values()})
+    table = markdown_table(["variant", "params", "mean final test accuracy", "95% CI of the mean", "sd",
+                            "min to max", "mean final test loss"], rows)
+    below = [summary[n]["name"] for n, d in described.items() if d["mean"] < 99.5]
+    target = "every variant's mean is at least 99.50%" if not below else f"below 99.50%: {', '.join(below)}"
+    return (f"{table}\n\n{'/'.join(map(str, seeds))} seeds per variant, {summary[norms[0]]['epochs']} epochs, "
+            f"the accuracy of the final epoch (never the best one); target: {target}. "
+            + provenance(summary["run"], "Trained by"))
+
+
+def section_comparisons():
+    """Paired differences between the norms over the same seeds, with what they support."""
+    from studies import stats
+
+    summary = read_json(images("summary.json"))
+    norms = [n for n in NORM_ORDER if n in summary]
+    pairs = [(a, b) for i, a in enumerate(norms) for b in norms[i + 1:]]
+    per_seed = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in norms}
+    results = []
+    for a, b in pairs:
+        seeds = sorted(set(per_seed[a]) & set(per_seed[b]))
+        results.append(stats.paired([per_seed[a][s] for s in seeds], [per_seed[b][s] for s in seeds]))
+    adjusted = stats.holm([r["p"] for r in results])
+    rows, real = [], []
+    for (a, b), r, p_holm in zip(pairs, results, adjusted):
+        name = f"{NORM_NAMES[a]} − {NORM_NAMES[b]}"
+        if p_holm < 0.05:
+            real.append(name)
+        verdict = f"**{NORM_NAMES[a] if r['mean'] > 0 else NORM_NAMES[b]} higher**" if p_holm < 0.05 else "within noise"
+        rows.append([name, f"{signed(r['mean'])} points", interval(r["ci"], sign=True), f"{r['p']:.3f}",
+                     f"{p_holm:.3f}", verdict])
+    table = markdown_table(["difference (same seeds)", "mean", "95% CI", "p (paired t-test)",
+                            f"p (Holm, {len(pairs)} tests)", "verdict"], rows, align="lrrrrl")
+    words = ("No difference between the norms is larger than the seed-to-seed noise." if not real else
+             f"Beyond the noise (Holm-adjusted p < 0.05): {', '.join(real)}; the rest is within noise.")
+    return f"{table}\n\n{words}"
+
+
+def section_batch_size():
+    """The ghost-batch curve and the real-batch check, with differences paired by seed."""
+    from studies import stats
+    from studies.common import read_csv
+
+    rows = read_csv(images("batch_size.csv"))
+    ghost = [r for r in rows if r["kind"] == "ghost"]
+    sizes = sorted({r["norm_batch"] for r in ghost})
+
+    def values(norm, kind, key, value):
+        return {r["seed"]: r["test_accuracy"] for r in rows
+                if r["norm"] == norm and r["kind"] == kind and r[key] == value}
+
+    def cell(by_seed):
+        d = stats.describe(list(by_seed.values()))
+        return f"{d['mean']:.2f} ± {d['sd']:.2f}"
+
+    def difference(a, b):
+        seeds = sorted(set(a) & set(b))
+        r = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        return f"{signed(r['mean'])} ({interval(r['ci'], sign=True)})"
+
+    largest = values("B", "ghost", "norm_batch", sizes[-1])
+    ghost_rows = [[k, cell(values("B", "ghost", "norm_batch", k)),
+                   difference(values("B", "ghost", "norm_batch", k), largest),
+                   difference(values("B", "ghost", "norm_batch", k), values("G", "ghost", "norm_batch", k)),
+                   cell(values("L", "ghost", "norm_batch", k)), cell(values("G", "ghost", "norm_batch", k))]
+                  for k in sizes]
+    ghost_table = markdown_table(["images per norm batch", "BatchNorm (ghost)", f"BatchNorm − its k={sizes[-1]} (95% CI)",
+                                  "BatchNorm − GroupNorm (95% CI)", "LayerNorm", "GroupNorm"], ghost_rows)
+    real = [r for r in rows if r["kind"] == "real"]
+    real_rows = [[size, f"{next(r['max_lr'] for r in real if r['batch_size'] == size):g}",
+                  *(cell(values(n, "real", "batch_size", size)) for n in NORM_ORDER)]
+                 for size in sorted({r["batch_size"] for r in real})]
+    base = next(r for r in ghost if r["norm_batch"] == sizes[-1])
+    real_rows.append([f"{base['batch_size']} (the recipe)", f"{base['max_lr']:g}",
+                      *(cell(values(n, "ghost", "norm_batch", sizes[-1])) for n in NORM_ORDER)])
+    real_table = markdown_table(["real batch", "peak lr", "BatchNorm", "LayerNorm", "GroupNorm"], real_rows)
+    seeds = len({r["seed"] for r in rows})
+    return (f"Final test accuracy (%), mean ± sd over {seeds} seeds; differences in points, paired by seed.\n\n"
+            f"{ghost_table}\n\nReal batches, the learning rate scaled by √(batch / 128):\n\n{real_table}")
+
+
+def section_shift():
+    """Accuracy per corruption and severity, and the mean over the corrupted sets, paired."""
+    from studies import stats
+    from studies.common import read_csv
+    from studies.shift import CORRUPTIONS, MODELS
+
+    rows = read_csv(images("shift.csv"))
+    models = [m for m in MODELS if any(r["norm"] == m for r in rows)]
+    table_rows = []
+    for corruption, severities in CORRUPTIONS.items():
+        for severity in severities:
+            cells = []
+            for model in models:
+                d = stats.describe([r["test_accuracy"] for r in rows if r["norm"] == model
+                                    and r["corruption"] == corruption and r["severity"] == severity])
+                cells.append(f"{d['mean']:.2f} ± {d['sd']:.2f}")
+            table_rows.append(["none (clean)" if corruption == "none" else corruption, severity, *cells])
+    corrupted = {}  # model -> seed -> mean accuracy over the corrupted sets
+    for r in rows:
+        if r["corruption"] != "none" and r["norm"] in models:
+            corrupted.setdefault(r["norm"], {}).setdefault(r["seed"], []).append(r["test_accuracy"])
+    means = {m: {seed: float(np.mean(v)) for seed, v in by_seed.items()} for m, by_seed in corrupted.items()}
+    table_rows.append(["**mean of the corrupted sets**", "",
+                       *(f"**{np.mean(list(means[m].values())):.2f}**" for m in models)])
+    table = markdown_table(["corruption", "severity", *(MODELS[m] for m in models)], table_rows)
+    lines = []
+    for model in models[1:]:
+        seeds = sorted(set(means[model]) & set(means["B"]))
+        r = stats.paired([means[model][s] for s in seeds], [means["B"][s] for s in seeds])
+        lines.append(f"{MODELS[model]} − {MODELS['B']}: {signed(r['mean'])} points (95% CI "
+                     f"{interval(r['ci'], sign=True)}, p = {r['p']:.2g})")
+    seeds = len({r["seed"] for r in rows})
+    return (f"Test accuracy (%), mean ± sd over {seeds} seeds (the headline study's models).\n\n{table}\n\n"
+            "Mean over the corrupted sets, paired by seed: " + "; ".join(lines) + ".")
+
+
+def section_notebook():
+    return notebook_table(images("notebook"))
+
+
+def section_search():
+    """Every candidate of the recipe search: validation accuracy per norm and overall."""
+    from studies import stats
+    from studies.common import read_csv
+
+    rows = read_csv(os.path.join(ROOT, "studies", "search.csv"))
+    rounds = read_json(os.path.join(ROOT, "studies", "search.json"))
+    table_rows = []
+    for number in sorted({r["round"] for r in rows}):
+        for name in dict.fromkeys(r["candidate"] for r in rows if r["round"] == number):
+            runs = [r for r in rows if r["round"] == number and r["candidate"] == name]
+            overall = stats.describe([r["val_accuracy"] for r in runs])
+            table_rows.append([number, name, f"`{runs[0]['layout']}`", f"{runs[0]['params']:,}", runs[0]["overrides"],
+                               *(f"{np.mean([r['val_accuracy'] for r in runs if r['norm'] == n]):.2f}" for n in NORM_ORDER),
+                               f"**{overall['mean']:.3f}** ({interval(overall['ci'])})", len(runs)])
+    table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
+                            "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
+    made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items()))
+    return f"Final validation accuracy (%), mean per norm over the round's seeds.\n\n{table}\n\n{made}"
+
+
+def notebook_repo_url():
+    """REPO_URL as set in the notebook's parameters cell (the one place it is written)."""
+    notebook = read_json(os.path.join(ROOT, "S6_Normalization.ipynb"))
+    for cell in notebook["cells"]:
+        if "parameters" in cell["metadata"].get("tags", []):
+            match = re.search(r'^REPO_URL = "([^"]*)"', "".join(cell["source"]), re.M)
+            return match.group(1) if match else ""
+    return ""
+
+
+def section_colab():
+    """The Open-in-Colab link, built from the notebook's REPO_URL."""
+    match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(\.git)?/?", notebook_repo_url())
+    if not match:
+        return ("Open in Colab: set `REPO_URL` in the notebook's first cell to this repository's GitHub URL and "
+                "run `python report.py`; this line then becomes the link.")
+    colab = f"https://colab.research.google.com/github/{match.group(1)}/{match.group(2)}/blob/main/S6_Normalization.ipynb"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})"
+
+
 SECTIONS = {
+    "colab": section_colab,
+    "headline": section_headline,
+    "comparisons": section_comparisons,
+    "batch_size": section_batch_size,
+    "shift": section_shift,
     "notebook": section_notebook,
-    "seeds": section_seeds,
+    "search": section_search,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
-DOCUMENTS = ("README.md", "benchmarks/README.md")  # the files whose generated sections report.py writes
+DOCUMENTS = ("README.md", "benchmarks/README.md", "studies/README.md")  # what report.py writes
 
 
 # ---------------------------------------------------------------------------------------

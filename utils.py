@@ -49,15 +49,20 @@ def augment(x, rotation, translation, generator, scale=0.0, elastic=0.0):
         theta = torch.cat([theta[:, :, :2] / zoom.view(n, 1, 1), theta[:, :, 2:]], 2)
     grid = F.affine_grid(theta, x.shape, align_corners=False)  # (N, H, W, 2)
     if elastic:
-        field = torch.rand(n * 2, 1, height, width, device=x.device, generator=generator) * 2 - 1
-        kernel = torch.exp(-torch.arange(-12.0, 13.0, device=x.device) ** 2 / (2 * 4.0 ** 2))
-        kernel = kernel / kernel.sum()
-        field = F.conv2d(field, kernel.view(1, 1, 1, -1), padding=(0, 12))
-        field = F.conv2d(field, kernel.view(1, 1, -1, 1), padding=(12, 0))  # (2N, 1, H, W)
+        field = blur(torch.rand(n * 2, 1, height, width, device=x.device, generator=generator) * 2 - 1, 4.0)
         grid = grid + field.view(n, 2, height, width).permute(0, 2, 3, 1) * (elastic * 2 / width)
     # Pixels shifted in from outside are background: sample x - background, add it back.
     background = (0 - MNIST_MEAN) / MNIST_STD
     return F.grid_sample(x - background, grid, align_corners=False) + background
+
+
+def blur(x, sigma):
+    """Gaussian blur of (N, 1, H, W) with std `sigma` pixels, zeros beyond the border."""
+    radius = math.ceil(3 * sigma)
+    kernel = torch.exp(-torch.arange(-radius, radius + 1.0, device=x.device) ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))
 
 
 def l1_penalty(model):

@@ -25,16 +25,22 @@ pipeline change can gain; it is printed for each --ceiling-batch-sizes, in fp32 
 autocast. (d) uses the fixed batch at every step, so it measures time only.
 --profile runs torch.profiler over 40 batches of utils.train_epoch (after 10 warm-up batches)
 and prints the operators with the most self CPU time.
-The notebook run executes S6_Normalization.ipynb with its default parameters, writing its
-images to a temporary folder (the committed Images/ are not touched).
+The notebook run executes S6_Normalization.ipynb's cells in this process with its default
+parameters, writing its images and runs to temporary folders (the committed ones are not touched).
+--gpu (on a CUDA machine) prints instead: one epoch per variant eagerly and through the CUDA-graph
+fast path, the whole notebook, and a sweep of 3 variants x 10 seeds x 20 epochs; with
+--gpu-accuracy the sweep runs eagerly too, to compare the two paths' mean final accuracies.
+    python benchmarks/speed.py --gpu --gpu-accuracy   # start MPS first: nvidia-cuda-mps-control -d
 """
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,19 +168,70 @@ def profile_table(norm, data, batches=40, rows=12):
     return trace.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def notebook_seconds():
-    """Execute the notebook with its default parameters; images go to a temporary folder."""
-    import nbformat
-    from nbclient import NotebookClient
+def notebook_seconds(**parameters):
+    """Run the notebook's code cells in this process, top to bottom, with `parameters` set
+    after its parameters cell (as papermill does); returns the seconds. No Jupyter needed, so
+    it runs on a GPU machine without it; IPython magics are skipped. Images and finished runs
+    go to temporary folders, so the committed ones are untouched and every run trains."""
+    import types
 
-    notebook = nbformat.read(os.path.join(ROOT, "S6_Normalization.ipynb"), as_version=4)
-    with tempfile.TemporaryDirectory() as images_dir:
-        for cell in notebook.cells:
-            if "parameters" in cell.metadata.get("tags", []):
-                cell.source += f"\nIMAGES_DIR = {images_dir!r}  # benchmark: keep Images/ untouched"
-        start = time.perf_counter()
-        NotebookClient(notebook, timeout=None, resources={"metadata": {"path": ROOT}}).execute()
-        return time.perf_counter() - start
+    try:
+        import IPython.display  # noqa: F401
+    except ImportError:  # a bare machine: Markdown(...) only has to exist
+        display = types.ModuleType("IPython.display")
+        display.Markdown = str
+        sys.modules.update({"IPython": types.ModuleType("IPython"), "IPython.display": display})
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with open(os.path.join(ROOT, "S6_Normalization.ipynb"), encoding="utf-8") as f:
+        cells = [c for c in json.load(f)["cells"] if c["cell_type"] == "code"]
+    with tempfile.TemporaryDirectory() as folder:
+        parameters = {"IMAGES_DIR": os.path.join(folder, "images"), "RUNS_DIR": os.path.join(folder, "runs"),
+                      "DATA_DIR": os.path.join(ROOT, "data"), **parameters}
+        namespace, cwd = {"__name__": "notebook"}, os.getcwd()
+        os.chdir(ROOT)
+        try:
+            start = time.perf_counter()
+            for cell in cells:
+                source = "".join(cell["source"])
+                exec("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")), namespace)
+                if "parameters" in cell["metadata"].get("tags", []):
+                    namespace.update(parameters)
+            return time.perf_counter() - start
+        finally:
+            os.chdir(cwd)
+
+
+def gpu_report(args):
+    """--gpu: eager against the CUDA-graph path per epoch, the whole notebook, and the
+    3 variants x 10 seeds x 20 epochs sweep, on this machine's GPU."""
+    if not torch.cuda.is_available():
+        sys.exit("--gpu needs a CUDA GPU; none is visible to torch here")
+    device = torch.device("cuda")
+    mps = subprocess.run(["pgrep", "-f", "nvidia-cuda-mps"], capture_output=True).returncode == 0
+    print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA MPS "
+          f"{'running' if mps else 'not running'}")
+    data = utils.load_tensors(args.root, device)
+    for norm in "BLG":
+        seconds = {}
+        for graph in (False, True):
+            _, history = utils.run(norm, epochs=1 + args.repeats, data=data, device=device, progress=False,
+                                   cuda_graph=graph)
+            seconds[graph] = statistics.median(history["seconds"][1:])  # epoch 1 warms up (and captures)
+        print(f"{norm}: one epoch eager {seconds[False]:.3f} s, CUDA graph {seconds[True]:.3f} s: "
+              f"{seconds[False] / seconds[True]:.1f}x")
+    print(f"whole notebook (3 variants x 20 epochs, figures included, in-process): "
+          f"{notebook_seconds(DEVICE='cuda'):.1f} s")
+    for graph in (True, False) if args.gpu_accuracy else (True,):
+        runs = [dict(norm=norm, seed=seed) for norm in "BLG" for seed in range(1, 11)]
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            histories = utils.sweep(runs, workers=args.workers, results_dir=folder, device=device,
+                                    progress=False, cuda_graph=graph)
+            seconds = time.perf_counter() - start
+        means = {norm: statistics.mean(h["test_accuracy"][-1] for r, h in zip(runs, histories) if r["norm"] == norm)
+                 for norm in "BLG"}
+        print(f"sweep of 3 variants x 10 seeds x 20 epochs ({'CUDA graph' if graph else 'eager'}): {seconds:.1f} s; "
+              "mean final test accuracy " + ", ".join(f"{n} {m:.2f}%" for n, m in means.items()))
 
 
 def main():
@@ -191,9 +248,16 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler table of 40 training batches of ours")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per loop (the median is reported)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="GPU figures instead: eager vs CUDA graph per epoch, the notebook, a 30-run sweep")
+    parser.add_argument("--gpu-accuracy", action="store_true",
+                        help="with --gpu: also the 30-run sweep eagerly, to compare the two paths' accuracy")
+    parser.add_argument("--workers", type=int, default=None, help="with --gpu: sweep worker processes")
     args = parser.parse_args()
     if args.repeats < 1 or min(args.ceiling_batch_sizes) < 1:
         parser.error("--repeats and --ceiling-batch-sizes take positive integers")
+    if args.gpu:
+        return gpu_report(args)
 
     device = utils.resolve_device(None)
     data = utils.load_tensors(args.root, device)
@@ -236,7 +300,8 @@ def main():
         print(f"torch.compile: first epoch {first:.1f} s (includes compiling), then median {steady:.2f} "
               f"s/epoch against {ours_seconds:.2f} s uncompiled; {payback}")
     if not args.skip_notebook:
-        print(f"whole notebook (3 variants x 20 epochs, figures included): {notebook_seconds():.0f} s")
+        print(f"whole notebook (3 variants x 20 epochs, figures included, in-process): "
+              f"{notebook_seconds(DEVICE='cpu'):.0f} s")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def plot(rows, labels):
     ax.set_xscale("log", base=2)
     ax.set_xticks(GHOST_SIZES, [str(k) for k in GHOST_SIZES])
     ax.set_xlabel("images per normalization batch (log scale)")
-    ax.set_ylabel("final test error (%, epoch 20)")
+    ax.set_ylabel("final test error (%, last epoch)")
     ax.set_title("Test error against normalization batch (mean; band: min-max over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -84,7 +84,7 @@ def main():
     pairs, _, _ = common.sweep([run for _, _, run in rows], args)
     table = []
     for (kind, k, run), (_, history) in zip(rows, pairs):
-        config = utils.RunConfig.build(**run)
+        config = utils.RunConfig.build(**run, **common.settings(args))
         table.append([config.norm, k if kind == "ghost" else config.batch_size, config.batch_size,
                       config.max_lr, kind, config.seed, history["test_accuracy"][-1]])
     path = os.path.join(args.images, "batch_size.csv")

@@ -27,14 +27,23 @@ def parser(doc, seeds):
     p.add_argument("--results-dir", default=os.path.join(ROOT, "runs"),
                    help="where finished runs are kept, so that a second call loads them (default runs/)")
     p.add_argument("--images", default=IMAGES, help="where the tables and figures are written (default Images/)")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
+    p.add_argument("--train-limit", type=int, help="train on the first N images (a quick trial; default all)")
+    p.add_argument("--test-limit", type=int, help="test on the first N images (a quick trial; default all)")
     return p
+
+
+def settings(args):
+    """The RunConfig fields the command line sets for every run of a study."""
+    names = {"epochs": args.epochs, "train_limit": args.train_limit, "test_limit": args.test_limit}
+    return {name: value for name, value in names.items() if value is not None}
 
 
 def sweep(runs, args):
     """Train (or load) `runs` through utils.sweep; returns ((model, history) pairs, seconds, info)."""
     start = time.perf_counter()
     pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
-                        return_models=True)
+                        return_models=True, **settings(args))
     seconds = time.perf_counter() - start
     info = report.run_info(args.device, runs=len(runs), seeds=args.seeds, sweep_seconds=round(seconds, 1),
                            workers=args.workers, command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))

@@ -40,7 +40,7 @@ def plot_seeds(rows, labels):
                     fmt="o", color="black", capsize=4)
     ax.set_xticks(range(len(labels)), [f"{label}\n({sum(r['norm'] == n for r in rows)} seeds)"
                                        for n, label in labels.items()])
-    ax.set_ylabel("final test accuracy (%, epoch 20)")
+    ax.set_ylabel("final test accuracy (%, last epoch)")
     ax.set_title("Final test accuracy of every seed; black: mean with 95% CI")
     ax.grid(alpha=0.3, axis="y")
     return fig
@@ -51,7 +51,7 @@ def main():
     runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
     pairs, seconds, info = common.sweep(runs, args)
 
-    configs = {norm: utils.RunConfig(norm=norm, seed=args.seeds[0]) for norm in NORMS}
+    configs = {norm: utils.RunConfig(norm=norm, seed=args.seeds[0], **common.settings(args)) for norm in NORMS}
     histories, params, rows = {norm: {} for norm in NORMS}, {}, []
     for run, (model, history) in zip(runs, pairs):
         histories[run["norm"]][run["seed"]] = history

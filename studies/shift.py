@@ -72,9 +72,7 @@ def corrupt(x, corruption, severity):
     if corruption == "noise":
         return (x + severity * torch.randn(x.shape, device=x.device, generator=generator)).clamp(0, 1)
     if corruption == "blur":
-        from torchvision.transforms.functional import gaussian_blur
-
-        return gaussian_blur(x, kernel_size=2 * math.ceil(3 * severity) + 1, sigma=severity)
+        return utils.blur(x, severity)
     if corruption == "contrast":
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         return mean + severity * (x - mean)
@@ -147,9 +145,9 @@ def main():
     runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
     pairs, _, info = common.sweep(runs, args)
     device = utils.resolve_device(args.device)
-    _, _, test_images, test_labels = mnist.load_mnist()
-    x = test_images.to(device, torch.float32).unsqueeze(1) / 255
-    y = test_labels.to(device, torch.int64)
+    _, _, test_images, test_labels = mnist.load_mnist(os.path.join(common.ROOT, "data"))
+    x = test_images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255
+    y = test_labels[:args.test_limit].to(device, torch.int64)
     models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
     path = os.path.join(args.images, "shift.csv")
     common.write_csv(path, COLUMNS, score(models, x, y))

@@ -38,3 +38,18 @@ def test_non_positive_counts_are_rejected_before_any_work(speed, monkeypatch, ca
 def test_profile_table_lists_the_operators_of_training_batches(speed):
     table = speed.profile_table("G", make_tiny_data(n_train=32 * 50), rows=5)
     assert "Self CPU time total" in table and "aten::" in table
+
+
+def test_gpu_report_without_a_gpu_says_so(speed, monkeypatch):
+    monkeypatch.setattr(speed.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--gpu"])
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        speed.main()
+
+
+@pytest.mark.integration
+def test_notebook_seconds_runs_the_notebook_in_process(speed, tmp_path):
+    images = tmp_path / "images"
+    seconds = speed.notebook_seconds(EPOCHS=1, SEEDS=[1], TRAIN_LIMIT=2000, TEST_LIMIT=1000, DEVICE="cpu",
+                                     IMAGES_DIR=str(images))
+    assert seconds > 0 and (images / "summary.json").exists() and (images / "net_G.pt").exists()

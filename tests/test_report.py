@@ -22,10 +22,10 @@ def test_t_quantiles_and_cdf_match_the_tables():
 
 
 def test_describe_and_paired_on_known_numbers():
-    stats = stats.describe([1.0, 2.0, 3.0, 4.0])
-    assert stats["mean"] == 2.5 and stats["sd"] == pytest.approx(math.sqrt(5 / 3))
-    half = stats.t_quantile(0.975, 3) * stats["sd"] / 2
-    assert stats["ci"] == pytest.approx([2.5 - half, 2.5 + half])
+    described = stats.describe([1.0, 2.0, 3.0, 4.0])
+    assert described["mean"] == 2.5 and described["sd"] == pytest.approx(math.sqrt(5 / 3))
+    half = stats.t_quantile(0.975, 3) * described["sd"] / 2
+    assert described["ci"] == pytest.approx([2.5 - half, 2.5 + half])
     comparison = stats.paired([1, 2, 3, 4.5], [1, 1.5, 2, 3])  # differences 0, .5, 1, 1.5
     assert comparison["mean"] == pytest.approx(0.75)
     assert comparison["t"] == pytest.approx(0.75 / (comparison["sd"] / 2))

@@ -57,12 +57,18 @@ def augment(x, rotation, translation, generator, scale=0.0, elastic=0.0):
 
 
 def blur(x, sigma):
-    """Gaussian blur of (N, 1, H, W) with std `sigma` pixels, zeros beyond the border."""
+    """Gaussian blur of (N, C, H, W) with std `sigma` pixels (truncated at 3 sigma), zeros
+    beyond the border: a convolution written as two small matrix products, which a CPU runs
+    far faster than a conv2d with a long kernel on one channel."""
     radius = math.ceil(3 * sigma)
-    kernel = torch.exp(-torch.arange(-radius, radius + 1.0, device=x.device) ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    return F.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    total = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma ** 2)).sum()
+
+    def matrix(size):  # matrix[i, j] = kernel[i - j]
+        offset = torch.arange(size, device=x.device, dtype=x.dtype)
+        offset = offset[:, None] - offset[None, :]
+        return torch.exp(-offset ** 2 / (2 * sigma ** 2)) * (offset.abs() <= radius) / total
+
+    return matrix(x.shape[-2]) @ x @ matrix(x.shape[-1]).T
 
 
 def l1_penalty(model):

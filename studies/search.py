@@ -36,8 +36,8 @@ CANDIDATES = {
     "unpadded last block": dict(layout="c14 c14 p v14 v14 v14"),
     "weight decay 0.01": dict(layout=BASE, weight_decay=0.01),
     "elastic 30": dict(layout=BASE, elastic=30.0),
-    "elastic 20, zoom ±10%": dict(layout=BASE, elastic=20.0, scale=0.1),
     "elastic 12": dict(layout=BASE, elastic=12.0),
+    "elastic 20, weight decay 0.01": dict(layout=BASE, elastic=20.0, weight_decay=0.01),
 }
 # Round 1 screened with two seeds per norm; later rounds follow what it showed.
 ROUNDS = {
@@ -45,9 +45,10 @@ ROUNDS = {
                         "separable tail 24", "separable tail 32"], seeds=[1, 2]),
     2: dict(candidates=["elastic 20", "zoom ±10%", "shift ±0.8 px", "unpadded last block",
                         "weight decay 0.01"], seeds=[1, 2]),
-    # elastic distortion led round 2: two more seeds of it and of the base, paired, and its strength
-    3: dict(candidates=["base", "elastic 20"], seeds=[3, 4]),
-    4: dict(candidates=["elastic 12", "elastic 30", "elastic 20, zoom ±10%"], seeds=[1, 2]),
+    # elastic distortion and weight decay led round 2: two more seeds of each and of the base
+    # (paired by seed), then the elastic strength and the two together
+    3: dict(candidates=["base", "elastic 20", "weight decay 0.01"], seeds=[3, 4]),
+    4: dict(candidates=["elastic 12", "elastic 30", "elastic 20, weight decay 0.01"], seeds=[1, 2]),
 }
 COLUMNS = ["round", "candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",
            "train_accuracy", "seconds"]

@@ -177,3 +177,24 @@ def test_limits_or_validation_with_data_are_refused(conflict):
 def test_cuda_without_a_gpu_raises():
     with pytest.raises(ValueError, match="device='cuda'.*no CUDA GPU"):
         utils.run("B", epochs=1, device="cuda", data=make_tiny_data(), progress=False)
+
+
+def test_blur_is_a_zero_padded_gaussian_convolution():
+    x = torch.rand(3, 1, 12, 10)
+    sigma, radius = 1.5, 5
+    kernel = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    expected = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius)),
+                        kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    assert torch.allclose(utils.blur(x, sigma), expected, atol=1e-6)
+
+
+def test_zoom_and_elastic_move_pixels_only_when_asked():
+    x = make_tiny_data(8, 0)[0]
+    identity = utils.augment(x, 0.0, 0.0, torch.Generator().manual_seed(0), scale=0.0, elastic=0.0)
+    assert torch.allclose(identity, x, atol=1e-5)
+    for options in (dict(scale=0.1), dict(elastic=20.0)):
+        moved = utils.augment(x, 0.0, 0.0, torch.Generator().manual_seed(0), **options)
+        assert not torch.allclose(moved, x, atol=1e-3)
+        again = utils.augment(x, 0.0, 0.0, torch.Generator().manual_seed(0), **options)
+        assert torch.equal(moved, again)  # seeded: the same distortion

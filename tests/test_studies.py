@@ -1,0 +1,99 @@
+"""The studies' pieces on tiny inputs: run plans, corruptions, AdaBN, and their figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import utils  # noqa: E402
+from model import Net  # noqa: E402
+from studies import batch_size, seeds, shift  # noqa: E402
+
+LABELS = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_batch_size_plan_isolates_the_normalization_batch():
+    plan = batch_size.plan([1])
+    ghost = [(k, run) for kind, k, run in plan if kind == "ghost"]
+    assert sorted({k for k, _ in ghost}) == batch_size.GHOST_SIZES
+    for k, run in ghost:  # only BatchNorm below the optimizer batch gets ghost batches
+        assert run.get("norm_batch") == (k if run["norm"] == "B" and k < 128 else None)
+        assert "batch_size" not in run
+    real = [run for kind, _, run in plan if kind == "real"]
+    assert {(r["batch_size"], r["max_lr"]) for r in real} == {(16, 0.003536), (32, 0.005)}
+    utils.RunConfig.build(**plan[0][2])  # every planned run is a valid configuration
+
+
+def test_ghost_batch_norm_normalizes_each_group_of_images_by_itself():
+    layer = Net("B", norm_batch=4).features[1][1]
+    x = torch.randn(10, 14, 5, 5) * 3 + 1  # groups of 4, 4 and 2 images
+    y = layer.train()(x)
+    for start, end in ((0, 4), (4, 8), (8, 10)):
+        group = y[start:end]
+        assert torch.allclose(group.mean(dim=(0, 2, 3)), torch.zeros(14), atol=1e-5)
+        assert torch.allclose(group.var(dim=(0, 2, 3), unbiased=False), torch.ones(14), atol=1e-3)
+    reference = torch.nn.BatchNorm2d(14).train()
+    assert torch.allclose(Net("B", norm_batch=16).features[1][1].train()(x), reference(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("corruption", list(shift.CORRUPTIONS))
+def test_corruptions_are_deterministic_and_keep_pixels_in_range(corruption):
+    x = torch.rand(6, 1, 28, 28)
+    for severity in shift.CORRUPTIONS[corruption]:
+        first, second = shift.corrupt(x, corruption, severity), shift.corrupt(x, corruption, severity)
+        assert torch.equal(first, second) and first.shape == x.shape
+        assert first.min() >= 0 and first.max() <= 1 + 1e-6
+        assert torch.equal(first, x) == (corruption == "none")
+
+
+def test_rotation_by_90_degrees_and_inversion_do_what_they_say():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 2:6, 10:18] = 1.0  # a bar near the top
+    assert torch.equal(shift.corrupt(x, "invert", 1), 1 - x)
+    turned = shift.corrupt(x, "rotation", 90)
+    assert turned[0, 0, :, :8].sum() > 20 or turned[0, 0, :, 20:].sum() > 20  # now at a side
+
+
+def test_adabn_recomputes_batchnorm_statistics_on_the_new_images_only():
+    torch.manual_seed(0)
+    model = Net("B").eval()
+    x = torch.randn(50, 1, 28, 28) * 2 + 1
+    adapted = shift.adapt_batchnorm(model, x, batch_size=20)
+    first = next(m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    original = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(first.running_mean, original.running_mean)
+    assert torch.equal(original.running_mean, torch.zeros(14))  # the model itself is untouched
+    assert not adapted.training
+
+
+def fake_rows():
+    rows = []
+    for seed in (1, 2, 3):
+        for norm in "BLG":
+            for k in batch_size.GHOST_SIZES:
+                rows.append(dict(norm=norm, norm_batch=k, batch_size=128, max_lr=0.01, kind="ghost", seed=seed,
+                                 test_accuracy=99.0 + seed / 10 - (0.5 if norm == "B" and k == 2 else 0)))
+            for size in batch_size.REAL_SIZES:
+                rows.append(dict(norm=norm, norm_batch=size, batch_size=size, max_lr=0.005, kind="real",
+                                 seed=seed, test_accuracy=98.9))
+    return rows
+
+
+def test_study_figures_draw_every_variant():
+    figure = batch_size.plot(fake_rows(), LABELS)
+    assert figure.axes[0].get_xscale() == "log" and len(figure.axes[0].get_legend().get_texts()) == 4
+    shift_rows = [dict(norm=m, seed=s, corruption=c, severity=v, test_accuracy=90.0 + s)
+                  for m in shift.MODELS for s in (1, 2) for c, vs in shift.CORRUPTIONS.items() for v in vs]
+    figure = shift.plot(shift_rows)
+    assert len([ax for ax in figure.axes if ax.lines]) == len(shift.CORRUPTIONS) - 1
+    seed_rows = [dict(norm=n, seed=s, final_test_accuracy=99.4 + s / 100) for n in "BLG" for s in (1, 2, 3)]
+    figure = seeds.plot_seeds(seed_rows, LABELS)
+    assert len(figure.axes[0].collections) >= 3

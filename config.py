@@ -40,7 +40,7 @@ class RunConfig:
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
-    cuda_graph: bool = True      # on a GPU, replay the train step from a CUDA graph (CPU: always eager)
+    cuda_graph: bool = True      # on a GPU, replay forward and backward from a CUDA graph (CPU: eager)
     eval_batch_size: int = 2500  # images per forward pass when testing
     train_limit: int | None = None  # train on the first N training images (None: all)
     test_limit: int | None = None   # test on the first N test (or validation) images (None: all)

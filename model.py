@@ -4,6 +4,7 @@
     net = Net("B")            # BatchNorm  (train it with the L1 penalty, see utils.run)
     net = Net("L")            # LayerNorm
     net = Net("G", groups=7)  # GroupNorm (groups must divide 14)
+    net = Net.pretrained("G") # the notebook's trained GroupNorm network, in eval mode
 
 Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
 
@@ -19,8 +20,10 @@ Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
   per-channel scale and shift. `groups` must divide every channel count of the layout.
 
 LayerNorm and GroupNorm behave the same in train and eval mode (no running statistics).
+Net(..., norm_batch=k) gives BatchNorm ghost batches: statistics over groups of k images
+(GhostBatchNorm2d), which the batch-size study uses to vary the normalization batch alone.
 
-This file depends on torch alone, so any notebook can import it.
+This file depends on torch (and Python's standard library) alone, so any notebook can import it.
 """
 
 import os

@@ -86,16 +86,23 @@ def training_loss(model, log_probs, labels, l1_lambda, label_smoothing=0.0):
     return (objective + l1_lambda * l1_penalty(model) if l1_lambda else objective), loss
 
 
-def train_step(model, images, labels, optimizer, config):
-    """One optimizer step on a batch; returns (log-probabilities, cross-entropy without L1)."""
+def forward_backward(model, images, labels, config):
+    """The forward pass, the loss (with L1 and label smoothing) and its gradients, which land
+    in .grad (None or zero before); returns (log-probabilities, cross-entropy without L1)."""
     with torch.autocast(images.device.type, torch.bfloat16, enabled=config.precision == "bf16",
                         cache_enabled=False):  # no weight-cast cache, so a CUDA graph can capture it
         log_probs = model(images)
     objective, loss = training_loss(model, log_probs, labels, config.l1_lambda, config.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
     objective.backward()
-    optimizer.step()
     return log_probs, loss
+
+
+def train_step(model, images, labels, optimizer, config):
+    """One optimizer step on a batch; returns (log-probabilities, cross-entropy without L1)."""
+    optimizer.zero_grad(set_to_none=True)
+    out = forward_backward(model, images, labels, config)
+    optimizer.step()
+    return out
 
 
 def train_epoch(model, x, y, step, scheduler, config, generator):
@@ -148,27 +155,22 @@ def setup(config, device, steps_per_epoch):
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model = config.net().to(device)
-    graph = config.cuda_graph and device.type == "cuda"
-    # A CUDA graph replays fixed memory: the learning rate lives in a device tensor the
-    # scheduler updates in place, and AdamW keeps its step count on the device (capturable).
-    lr = torch.tensor(config.max_lr, device=device) if graph else config.max_lr
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr, momentum=config.momentum,
                                     nesterov=True, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
-                                      **({"capturable": True} if graph else {}))
+    else:  # on a GPU, one fused kernel per step; the CPU keeps the reference implementation
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay,
+                                      **({"fused": True} if device.type == "cuda" else {}))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
-    if graph and not isinstance(optimizer.param_groups[0]["lr"], torch.Tensor):
-        print("CUDA graph off: this torch's scheduler replaces a tensor learning rate; training eagerly")
-        graph = False
 
     def step(images, labels):
         return train_step(model, images, labels, optimizer, config)
 
-    return Training(model, optimizer, scheduler, GraphStep(step, optimizer, config.batch_size) if graph else step,
-                    generator)
+    if config.cuda_graph and device.type == "cuda":
+        step = GraphStep(step, lambda images, labels: forward_backward(model, images, labels, config),
+                         optimizer, config.batch_size)
+    return Training(model, optimizer, scheduler, step, generator)
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,39 +1,44 @@
-"""Evidence for the L1 weight: train the BatchNorm variant with several lambdas, all else at
-the defaults of utils.run, and print the final-epoch test accuracy and loss of each.
+"""Evidence for the L1 weight: the BatchNorm variant trained with several lambdas, everything
+else at the recipe's defaults; prints the final-epoch test accuracy and loss of each, and the
+size of the L1 term at the end. Runs go through utils.sweep (in parallel, kept in runs/).
 
-    python benchmarks/l1_sweep.py                       # lambdas 0, 1e-5, 1e-4, 1e-3; 20 epochs
-    python benchmarks/l1_sweep.py --lambdas 0 1e-4 --epochs 5
+    python benchmarks/l1_sweep.py                       # lambdas 0, 1e-5, 1e-4, 1e-3; seed 1
+    python benchmarks/l1_sweep.py --lambdas 0 1e-4 --seeds 1 2 3
 """
 
 import argparse
 import os
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import report  # noqa: E402
 import utils  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1e-5, 1e-4, 1e-3])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--results-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--root", default=os.path.join(ROOT, "data"))
     args = parser.parse_args()
 
-    device = utils.resolve_device(None)
-    data = utils.load_tensors(args.root, device)
-    print(f"BatchNorm variant, {args.epochs} epochs, seed {args.seed}, device {device}")
+    runs = [dict(norm="B", seed=seed, l1_lambda=l1_lambda) for l1_lambda in args.lambdas for seed in args.seeds]
+    pairs = utils.sweep(runs, results_dir=args.results_dir, root=args.root, progress=False, return_models=True)
+    info = report.run_info(None)
+    print(f"BatchNorm variant, the recipe's defaults but λ, seeds {args.seeds}; {info['device']}, "
+          f"torch {info['torch']}, commit {info['git_commit'][:7]}")
     print("| λ (sum form) | final test accuracy | final test loss | λ·Σ|w| at the end |")
     print("|---:|---:|---:|---:|")
     for l1_lambda in args.lambdas:
-        model, history = utils.run("B", epochs=args.epochs, seed=args.seed, data=data,
-                                   progress=False, l1_lambda=l1_lambda)
-        penalty = l1_lambda * utils.l1_penalty(model).item()
-        print(f"| {l1_lambda:g} | {history['test_accuracy'][-1]:.2f}% | {history['test_loss'][-1]:.4f} "
-              f"| {penalty:.4f} |", flush=True)
+        chosen = [(model, history) for run, (model, history) in zip(runs, pairs) if run["l1_lambda"] == l1_lambda]
+        accuracy = statistics.mean(h["test_accuracy"][-1] for _, h in chosen)
+        loss = statistics.mean(h["test_loss"][-1] for _, h in chosen)
+        penalty = statistics.mean(l1_lambda * utils.l1_penalty(m).item() for m, _ in chosen)
+        print(f"| {l1_lambda:g} | {accuracy:.2f}% | {loss:.4f} | {penalty:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class RunConfig:
     rotation: float = 7.0        # random rotation, degrees either way
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     scale: float = 0.0           # random zoom, fraction either way
-    elastic: float = 0.0         # elastic distortion strength, pixels (Simard et al. 2003 used 34)
+    elastic: float = 20.0        # elastic distortion, pixels (Simard et al. 2003); chosen by studies/search.py
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)

@@ -261,40 +261,70 @@ def section_batch_size():
             f"{ghost_table}\n\nReal batches, the learning rate scaled by √(batch / 128):\n\n{real_table}")
 
 
-def section_shift():
-    """Accuracy per corruption and severity, and the mean over the corrupted sets, paired."""
-    from studies import stats
+def shift_rows():
+    """shift.csv's rows and the models in it, in MODELS order."""
     from studies.common import read_csv
-    from studies.shift import CORRUPTIONS, MODELS
+    from studies.shift import MODELS
 
     rows = read_csv(images("shift.csv"))
-    models = [m for m in MODELS if any(r["norm"] == m for r in rows)]
-    table_rows = []
-    for corruption, severities in CORRUPTIONS.items():
-        for severity in severities:
-            cells = []
-            for model in models:
-                d = stats.describe([r["test_accuracy"] for r in rows if r["norm"] == model
-                                    and r["corruption"] == corruption and r["severity"] == severity])
-                cells.append(f"{d['mean']:.2f} ± {d['sd']:.2f}")
-            table_rows.append(["none (clean)" if corruption == "none" else corruption, severity, *cells])
-    corrupted = {}  # model -> seed -> mean accuracy over the corrupted sets
+    return rows, [m for m in MODELS if any(r["norm"] == m for r in rows)]
+
+
+def mean_by_seed(rows, model, keep):
+    """{seed: mean accuracy of `model` over the rows that keep(row) accepts}."""
+    by_seed = {}
     for r in rows:
-        if r["corruption"] != "none" and r["norm"] in models:
-            corrupted.setdefault(r["norm"], {}).setdefault(r["seed"], []).append(r["test_accuracy"])
-    means = {m: {seed: float(np.mean(v)) for seed, v in by_seed.items()} for m, by_seed in corrupted.items()}
-    table_rows.append(["**mean of the corrupted sets**", "",
-                       *(f"**{np.mean(list(means[m].values())):.2f}**" for m in models)])
-    table = markdown_table(["corruption", "severity", *(MODELS[m] for m in models)], table_rows)
+        if r["norm"] == model and keep(r):
+            by_seed.setdefault(r["seed"], []).append(r["test_accuracy"])
+    return {seed: float(np.mean(values)) for seed, values in by_seed.items()}
+
+
+def shift_table(by_severity):
+    """Accuracy per corruption (and per severity, or averaged over them), mean ± sd over seeds,
+    with the mean over all corrupted sets last."""
+    from studies import stats
+    from studies.shift import CORRUPTIONS, MODELS
+
+    rows, models = shift_rows()
+    groups = [(c, [s]) for c, severities in CORRUPTIONS.items() for s in severities] if by_severity else \
+        list(CORRUPTIONS.items())
+    table_rows = []
+    for corruption, severities in groups:
+        cells = []
+        for model in models:
+            d = stats.describe(list(mean_by_seed(rows, model, lambda r: r["corruption"] == corruption
+                                                 and r["severity"] in severities).values()))
+            cells.append(f"{d['mean']:.2f} ± {d['sd']:.2f}")
+        label = "none (clean)" if corruption == "none" else corruption
+        table_rows.append([label, ", ".join(map(str, severities)), *cells])
+    corrupted = {m: mean_by_seed(rows, m, lambda r: r["corruption"] != "none") for m in models}
+    table_rows.append(["**all corrupted sets**", "", *(f"**{np.mean(list(corrupted[m].values())):.2f}**"
+                                                         for m in models)])
+    header = ["corruption", "severity" if by_severity else "severities (mean over them)", *(MODELS[m] for m in models)]
+    return markdown_table(header, table_rows), rows, models, corrupted
+
+
+def section_shift():
+    """Accuracy per corruption (mean over its severities), and the paired differences of the
+    mean over all corrupted sets."""
+    from studies import stats
+    from studies.shift import MODELS
+
+    table, rows, models, corrupted = shift_table(by_severity=False)
     lines = []
     for model in models[1:]:
-        seeds = sorted(set(means[model]) & set(means["B"]))
-        r = stats.paired([means[model][s] for s in seeds], [means["B"][s] for s in seeds])
+        seeds = sorted(set(corrupted[model]) & set(corrupted["B"]))
+        r = stats.paired([corrupted[model][s] for s in seeds], [corrupted["B"][s] for s in seeds])
         lines.append(f"{MODELS[model]} − {MODELS['B']}: {signed(r['mean'])} points (95% CI "
                      f"{interval(r['ci'], sign=True)}, p = {r['p']:.2g})")
     seeds = len({r["seed"] for r in rows})
-    return (f"Test accuracy (%), mean ± sd over {seeds} seeds (the headline study's models).\n\n{table}\n\n"
-            "Mean over the corrupted sets, paired by seed: " + "; ".join(lines) + ".")
+    return (f"Test accuracy (%), mean ± sd over {seeds} seeds (the headline study's models); every severity: "
+            f"[studies/README.md](studies/README.md#distribution-shift-every-severity).\n\n{table}\n\n"
+            "Mean over all corrupted sets, paired by seed: " + "; ".join(lines) + ".")
+
+
+def section_shift_full():
+    return shift_table(by_severity=True)[0]
 
 
 def section_notebook():
@@ -348,6 +378,7 @@ SECTIONS = {
     "comparisons": section_comparisons,
     "batch_size": section_batch_size,
     "shift": section_shift,
+    "shift_full": section_shift_full,
     "notebook": section_notebook,
     "search": section_search,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),

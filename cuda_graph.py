@@ -28,13 +28,13 @@ class GraphStep:
         self.step, self.forward_backward, self.optimizer = step, forward_backward, optimizer
         self.batch_size = batch_size
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.graph, self.failed, self.calls = None, False, 0
+        self.graph, self.failed, self.full_batches = None, False, 0
 
     def __call__(self, images, labels):
-        self.calls += 1
         if self.failed or len(images) != self.batch_size:
             return self.step(images, labels)
-        if self.graph is None and self.calls <= self.WARMUP:
+        self.full_batches += 1
+        if self.graph is None and self.full_batches <= self.WARMUP:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):

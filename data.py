@@ -53,13 +53,17 @@ def atomic_write(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give it a normal file's mode
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def staging_folder(final):
@@ -71,7 +75,9 @@ def staging_folder(final):
     for entry in os.listdir(parent):
         if entry.startswith(f".{name}.staging-"):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    return tempfile.mkdtemp(dir=parent, prefix=f".{name}.staging-")
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{name}.staging-")
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; published, it is a normal folder
+    return staging
 
 
 def publish_folder(staging, final):

@@ -93,6 +93,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training or len(x) <= self.ghost:
             return super().forward(x)
+        x = x.float()  # statistics in fp32 under bf16 autocast too, as nn.BatchNorm2d keeps them
         full = len(x) // self.ghost * self.ghost
         groups = [x[:full].unflatten(0, (-1, self.ghost))]  # (G, ghost, C, H, W)
         if full < len(x):

@@ -225,15 +225,16 @@ def epoch_line(config, history, epoch):
             f"{h['test_accuracy']:.2f}% | {h['seconds']:.1f} s")
 
 
-def run(norm, epochs=20, seed=1, device=None, train_limit=None, test_limit=None, root="data",
+def run(norm, epochs=None, seed=None, device=None, train_limit=None, test_limit=None, root="data",
         data=None, progress=True, **overrides):
     """Train one variant and return (model, history); see train() for the history.
 
-    overrides are RunConfig fields (batch_size=64, groups=7, validation=True, ...). `data` may
-    pass (train_x, train_y, test_x, test_y) tensors, so several runs load MNIST once; otherwise
-    it is loaded from `root` (with the limits and the validation split applied)."""
-    config = RunConfig.build(norm=norm, epochs=epochs, seed=seed, train_limit=train_limit,
-                             test_limit=test_limit, **overrides)
+    epochs, seed, the limits and the overrides are RunConfig fields (None: its default; e.g.
+    batch_size=64, groups=7, validation=True). `data` may pass (train_x, train_y, test_x,
+    test_y) tensors, so several runs load MNIST once; otherwise it is loaded from `root` (with
+    the limits and the validation split applied)."""
+    given = dict(epochs=epochs, seed=seed, train_limit=train_limit, test_limit=test_limit)
+    config = RunConfig.build(norm=norm, **{k: v for k, v in given.items() if v is not None}, **overrides)
     device = resolve_device(device)
     return train(config, run_data(config, device, root, data), device, progress)
 

@@ -21,8 +21,12 @@ import sys
 import numpy as np
 import torch
 
+from config import resolve_device
+from data import atomic_write
+from model import NORMS
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
-NORM_ORDER = ("B", "L", "G")
+NORM_ORDER = tuple(NORMS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -44,7 +48,7 @@ def run_info(device, **parameters):
     commit = git("rev-parse", "HEAD") or "unknown"
     if git("status", "--porcelain", "--", "*.py"):
         commit += " (with uncommitted changes to .py files)"
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     return {
         "parameters": parameters,
         "git_commit": commit,
@@ -167,9 +171,6 @@ def provenance(info, what):
             f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
 
 
-NORM_NAMES = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
-
-
 def section_headline():
     """The many-seed study: per variant mean, CI, sd, range; whether the 99.5% target is met."""
     from studies import stats
@@ -203,12 +204,14 @@ def section_comparisons():
         seeds = sorted(set(per_seed[a]) & set(per_seed[b]))
         results.append(stats.paired([per_seed[a][s] for s in seeds], [per_seed[b][s] for s in seeds]))
     adjusted = stats.holm([r["p"] for r in results])
+    if min(r["n"] for r in results) < 2:
+        return "Paired comparisons need at least 2 seeds per variant."
     rows, real = [], []
     for (a, b), r, p_holm in zip(pairs, results, adjusted):
-        name = f"{NORM_NAMES[a]} − {NORM_NAMES[b]}"
+        name = f"{NORMS[a]} − {NORMS[b]}"
         if p_holm < 0.05:
             real.append(name)
-        verdict = f"**{NORM_NAMES[a] if r['mean'] > 0 else NORM_NAMES[b]} higher**" if p_holm < 0.05 else "within noise"
+        verdict = f"**{NORMS[a] if r['mean'] > 0 else NORMS[b]} higher**" if p_holm < 0.05 else "within noise"
         rows.append([name, f"{signed(r['mean'])} points", interval(r["ci"], sign=True), f"{r['p']:.3f}",
                      f"{p_holm:.3f}", verdict])
     table = markdown_table(["difference (same seeds)", "mean", "95% CI", "p (paired t-test)",
@@ -253,12 +256,14 @@ def section_batch_size():
                   *(cell(values(n, "real", "batch_size", size)) for n in NORM_ORDER)]
                  for size in sorted({r["batch_size"] for r in real})]
     base = next(r for r in ghost if r["norm_batch"] == sizes[-1])
+    real_seeds = {r["seed"] for r in real}
     real_rows.append([f"{base['batch_size']} (the recipe)", f"{base['max_lr']:g}",
-                      *(cell(values(n, "ghost", "norm_batch", sizes[-1])) for n in NORM_ORDER)])
+                      *(cell({seed: v for seed, v in values(n, "ghost", "norm_batch", sizes[-1]).items()
+                              if seed in real_seeds}) for n in NORM_ORDER)])
     real_table = markdown_table(["real batch", "peak lr", "BatchNorm", "LayerNorm", "GroupNorm"], real_rows)
-    seeds = len({r["seed"] for r in rows})
-    return (f"Final test accuracy (%), mean ± sd over {seeds} seeds; differences in points, paired by seed.\n\n"
-            f"{ghost_table}\n\nReal batches, the learning rate scaled by √(batch / 128):\n\n{real_table}")
+    return (f"Final test accuracy (%), mean ± sd over {len({r['seed'] for r in ghost})} seeds; differences in "
+            f"points, paired by seed.\n\n{ghost_table}\n\nReal batches (mean ± sd over {len(real_seeds)} seeds), "
+            f"the learning rate scaled by √(batch / 128):\n\n{real_table}")
 
 
 def shift_rows():
@@ -349,7 +354,27 @@ def section_search():
     table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
                             "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
     made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items()))
-    return f"Final validation accuracy (%), mean per norm over the round's seeds.\n\n{table}\n\n{made}"
+    return (f"Final validation accuracy (%), mean per norm over the round's seeds.\n\n{table}\n\n"
+            f"{search_choice(rows)}\n\n{made}")
+
+
+def search_choice(rows):
+    """The chosen candidate against the base, paired over the (norm, seed) runs they share."""
+    from studies import stats
+    from studies.search import CHOSEN
+
+    def runs(name):
+        return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
+
+    chosen, base = runs(CHOSEN), runs("base")
+    shared = sorted(set(chosen) & set(base))
+    r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
+    return (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
+            f"recipe). Paired with the base over the {len(shared)} runs (norm, seed) they share: "
+            f"{signed(r['mean'], 3)} points of validation accuracy (95% CI {interval(r['ci'], 3, sign=True)}, "
+            f"p = {r['p']:.2g}). "
+            + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
+               else "The CI excludes 0."))
 
 
 def notebook_repo_url():
@@ -414,8 +439,6 @@ def clean_notebook(path):
     """Strip from an executed notebook what changes on every run without being a result:
     widget state and the progress-bar outputs that point at it, execution timestamps and
     papermill's bookkeeping. Rewrites `path` atomically."""
-    from data import atomic_write
-
     with open(path, encoding="utf-8") as f:
         notebook = json.load(f)
     for key in ("widgets", "papermill"):
@@ -441,14 +464,19 @@ def main(argv=None):
         path = os.path.join(ROOT, document)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if args.check:
-            stale[document] = stale_sections(text)
+        try:
+            if args.check:
+                stale[document] = stale_sections(text)
+                continue
+            rendered = render(text)
+        except FileNotFoundError as error:  # a study not run yet: say which, change nothing
+            print(f"{document}: left as it is; a results file is missing: {error.filename}")
+            stale[document] = ["(missing results)"]
             continue
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(render(text))
+        atomic_write(path, rendered)
         print(f"rewrote {len(MARKER.findall(text))} generated sections of {document}")
     problems = [f"{document} ({', '.join(names)})" for document, names in stale.items() if names]
-    if args.check:
+    if args.check or problems:
         print("stale: " + "; ".join(problems) + ". Run: python report.py" if problems
               else "every generated section agrees with the results files")
     return 1 if problems else 0

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import re
+import threading
 import time
 
 import torch
@@ -134,13 +135,22 @@ def _remove_orphaned_temporaries(results_dir):
 _WORKER = {}
 
 
-def _init_worker(root, data, device, threads, progress):
-    """Runs once per worker: threads, the data on the device, the progress queue."""
+def _init_worker(parent, root, data, device, threads, progress):
+    """Runs once per worker: a watch that ends the worker if the sweep's process (`parent`)
+    dies (killed, say) instead of training on; threads; the data on the device; the progress
+    queue."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
     tensors = mnist.load_tensors(root, device) if data is None else tuple(t.to(device) for t in data)
     _WORKER.update(tensors=tensors, from_root=data is None, device=device, progress=progress)
+
+
+def _exit_when_orphaned(parent):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _train_one(config_fields, key, path):
@@ -202,7 +212,7 @@ def _train_all(todo, paths, workers, threads, progress, root, data, device):
     bar = tqdm(total=sum(c.epochs for c in todo.values()), unit="epoch", disable=not progress,
                desc=f"sweep of {len(todo)} runs")
     pool = futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                       initargs=(root, data, str(device), threads, epochs))
+                                       initargs=(os.getpid(), root, data, str(device), threads, epochs))
     failures = []
     try:
         pending = {pool.submit(_train_one, dataclasses.asdict(config), key, paths[key]): config

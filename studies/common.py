@@ -19,9 +19,10 @@ IMAGES = os.path.join(ROOT, "Images")
 
 
 def parser(doc, seeds):
-    """The options every study takes; `seeds` is its default list of seeds."""
+    """The options every study takes; `seeds` is its default list of seeds (None: no --seeds)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"seeds per variant (default {seeds})")
+    if seeds:
+        p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"seeds per variant (default {seeds})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: see utils.sweep)")
     p.add_argument("--results-dir", default=os.path.join(ROOT, "runs"),
@@ -43,9 +44,10 @@ def sweep(runs, args):
     """Train (or load) `runs` through utils.sweep; returns ((model, history) pairs, seconds, info)."""
     start = time.perf_counter()
     pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
-                        return_models=True, **settings(args))
+                        root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
     seconds = time.perf_counter() - start
-    info = report.run_info(args.device, runs=len(runs), seeds=args.seeds, sweep_seconds=round(seconds, 1),
+    info = report.run_info(args.device, runs=len(runs), seeds=getattr(args, "seeds", None),
+                           sweep_seconds=round(seconds, 1),
                            workers=args.workers, command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, seconds, info

@@ -65,7 +65,6 @@ def main():
     csv_path, json_path = os.path.join(HERE, "search.csv"), os.path.join(HERE, "search.json")
     for number in args.rounds:
         round_ = ROUNDS[number]
-        args.seeds = round_["seeds"]
         runs = [dict(norm=norm, seed=seed, validation=True, **CANDIDATES[name])
                 for name in round_["candidates"] for norm in "BLG" for seed in round_["seeds"]]
         names = [name for name in round_["candidates"] for _ in "BLG" for _ in round_["seeds"]]

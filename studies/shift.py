@@ -40,7 +40,7 @@ CORRUPTIONS = {
     "brightness": [0.3, 0.6],        # added to the [0, 1] pixels, then clipped
     "invert": [1],                   # 1 - x: white digits become dark on white
 }
-MODELS = {"B": "BatchNorm + L1", "L": "LayerNorm", "G": "GroupNorm", "B+AdaBN": "BatchNorm + AdaBN"}
+MODELS = {"B": f"{NORMS['B']} + L1", "L": NORMS["L"], "G": NORMS["G"], "B+AdaBN": f"{NORMS['B']} + AdaBN"}
 COLUMNS = ["norm", "seed", "corruption", "severity", "test_accuracy"]
 
 

@@ -41,10 +41,12 @@ def describe(values, confidence=0.95):
 
 def paired(a, b, confidence=0.95):
     """Paired comparison of a and b measured on the same seeds: the mean of a - b, its t
-    confidence interval and the two-sided p-value of the paired t-test."""
+    confidence interval and the two-sided p-value of the paired t-test (NaN below 2 seeds)."""
     difference = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     stats = describe(difference, confidence)
     n, sd = stats["n"], stats["sd"]
+    if n < 2:
+        return {**stats, "t": float("nan"), "p": float("nan")}
     if sd > 0:
         t = stats["mean"] / (sd / math.sqrt(n))
     else:  # every difference equal: no evidence of a difference if it is zero, certainty if not

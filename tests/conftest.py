@@ -33,9 +33,16 @@ def make_tiny_pickle(n_train=3, n_valid=2, n_test=2, seed=0):
     return gzip.compress(pickle.dumps((part(n_train), part(n_valid), part(n_test)), protocol=2))
 
 
-@pytest.fixture
-def tiny_data():
-    return make_tiny_data()
+@pytest.fixture(scope="session")
+def make_data():
+    """make_tiny_data, for tests that need data of their own size."""
+    return make_tiny_data
+
+
+@pytest.fixture(scope="session")
+def make_pickle():
+    """make_tiny_pickle, for tests that need a pickle of their own size."""
+    return make_tiny_pickle
 
 
 @pytest.fixture

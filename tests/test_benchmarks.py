@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from conftest import make_tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,8 +20,8 @@ def speed():
 
 
 @pytest.mark.parametrize("norm, bf16", [("B", False), ("L", True)])
-def test_network_epoch_trains_the_network_on_tiny_data(speed, norm, bf16):
-    seconds = speed.network_epoch(norm, make_tiny_data(), batch_size=32, bf16=bf16)
+def test_network_epoch_trains_the_network_on_tiny_data(make_data, speed, norm, bf16):
+    seconds = speed.network_epoch(norm, make_data(), batch_size=32, bf16=bf16)
     assert isinstance(seconds, float) and seconds > 0
 
 
@@ -35,8 +34,8 @@ def test_non_positive_counts_are_rejected_before_any_work(speed, monkeypatch, ca
     assert "positive integers" in capsys.readouterr().err
 
 
-def test_profile_table_lists_the_operators_of_training_batches(speed):
-    table = speed.profile_table("G", make_tiny_data(n_train=32 * 50), rows=5)
+def test_profile_table_lists_the_operators_of_training_batches(make_data, speed):
+    table = speed.profile_table("G", make_data(n_train=32 * 50), rows=5)
     assert "Self CPU time total" in table and "aten::" in table
 
 

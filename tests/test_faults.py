@@ -13,35 +13,34 @@ import data
 import report
 import sweeps
 import utils
-from conftest import make_tiny_data
 from model import Net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(batch_size=32, eval_batch_size=16, progress=False)
 
 
-def with_nan_image(index=5):
-    tensors = list(make_tiny_data())
+def with_nan_image(make_data, index=5):
+    tensors = list(make_data())
     tensors[0] = tensors[0].clone()
     tensors[0][index, 0, 3, 3] = float("nan")
     return tensors
 
 
-def test_a_nan_image_is_refused_before_training_and_nothing_is_written(tmp_path):
+def test_a_nan_image_is_refused_before_training_and_nothing_is_written(make_data, tmp_path):
     with pytest.raises(ValueError, match=r"train_x holds 1 image.*NaN.*\[5\]"):
-        utils.run("B", epochs=1, data=with_nan_image(), **TINY)
+        utils.run("B", epochs=1, data=with_nan_image(make_data), **TINY)
     with pytest.raises(ValueError, match=r"train_x holds 1 image.*NaN"):
-        utils.sweep([dict(norm="L")], workers=1, results_dir=str(tmp_path), epochs=1, data=with_nan_image(),
+        utils.sweep([dict(norm="L")], workers=1, results_dir=str(tmp_path), epochs=1, data=with_nan_image(make_data),
                     device="cpu", progress=False)
     assert not list(tmp_path.glob("*.pt"))
 
 
-def test_a_diverging_run_stops_naming_variant_seed_and_epoch():
+def test_a_diverging_run_stops_naming_variant_seed_and_epoch(make_data):
     with pytest.raises(utils.TrainingDiverged, match=r"BatchNorm \+ L1.*seed 3.*epoch 1.*max_lr"):
-        utils.run("B", epochs=2, seed=3, data=make_tiny_data(), max_lr=10.0, **TINY)
+        utils.run("B", epochs=2, seed=3, data=make_data(), max_lr=10.0, **TINY)
 
 
-def test_a_non_finite_loss_stops_training_naming_the_step(monkeypatch):
+def test_a_non_finite_loss_stops_training_naming_the_step(make_data, monkeypatch):
     calls = []
     training_loss = utils.training_loss
 
@@ -52,14 +51,14 @@ def test_a_non_finite_loss_stops_training_naming_the_step(monkeypatch):
 
     monkeypatch.setattr(utils, "training_loss", nan_at_third_step)
     with pytest.raises(utils.TrainingDiverged, match=r"LayerNorm, seed 1.*NaN or infinite at epoch 1, step 3 of 3"):
-        utils.run("L", epochs=2, data=make_tiny_data(), **TINY)
+        utils.run("L", epochs=2, data=make_data(), **TINY)
 
 
-def test_a_sweep_keeps_the_runs_that_finished_when_one_diverges(tmp_path):
+def test_a_sweep_keeps_the_runs_that_finished_when_one_diverges(make_data, tmp_path):
     runs = [dict(norm="B", max_lr=10.0), dict(norm="G")]
     with pytest.raises(RuntimeError, match=r"(?s)1 of 2 runs failed.*BatchNorm.*TrainingDiverged"):
         utils.sweep(runs, workers=2, threads=1, results_dir=str(tmp_path), epochs=1, batch_size=32,
-                    data=make_tiny_data(), device="cpu", progress=False)
+                    data=make_data(), device="cpu", progress=False)
     assert [p.name.split("-")[0] for p in tmp_path.glob("*.pt")] == ["G"]
 
 

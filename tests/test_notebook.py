@@ -13,23 +13,24 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "S6_Normalization.ipynb")
 TINY = dict(EPOCHS=1, SEEDS=[1], TRAIN_LIMIT=2000, TEST_LIMIT=1000, DEVICE="cpu")
-EXPECTED = ["test_loss.png", "test_accuracy.png", "history.csv", "summary.json", "misclassified.json",
+EXPECTED = ["test_loss.png", "test_accuracy.png", "history.csv", "summary.json", "misclassified.json", "timing.json",
             *(f"{kind}_{norm}.{ext}" for norm in "BLG"
               for kind, ext in (("misclassified", "png"), ("curves", "png"), ("summary", "txt"), ("net", "pt")))]
 
 
-def execute(path, cwd, **parameters):
+def execute(path, output, cwd, **parameters):
     import papermill
 
-    return papermill.execute_notebook(path, os.path.join(cwd, "out.ipynb"), cwd=cwd, parameters=parameters,
-                                      progress_bar=False, kernel_name="python3")
+    return papermill.execute_notebook(path, str(output), cwd=cwd, parameters=parameters, progress_bar=False,
+                                      kernel_name="python3")
 
 
 @pytest.mark.integration
 def test_notebook_runs_end_to_end_and_writes_every_file(tmp_path):
     pytest.importorskip("papermill")
     images = tmp_path / "images"
-    execute(NOTEBOOK, ROOT, IMAGES_DIR=str(images), RUNS_DIR=str(tmp_path / "runs"), **TINY)
+    execute(NOTEBOOK, tmp_path / "out.ipynb", ROOT, IMAGES_DIR=str(images), RUNS_DIR=str(tmp_path / "runs"),
+            DATA_DIR=os.path.join(ROOT, "data"), **TINY)
 
     assert sorted(os.listdir(images)) == sorted(EXPECTED)
     mistakes = json.loads((images / "misclassified.json").read_text())
@@ -51,7 +52,8 @@ def test_notebook_opened_alone_clones_the_repository_from_repo_url(tmp_path):
     alone.mkdir()
     shutil.copy(NOTEBOOK, alone)  # nothing else: no model.py, no utils.py
     images = tmp_path / "images"
-    execute(str(alone / "S6_Normalization.ipynb"), str(alone), REPO_URL=ROOT, DATA_DIR=os.path.join(ROOT, "data"),
+    execute(str(alone / "S6_Normalization.ipynb"), tmp_path / "out.ipynb", str(alone), REPO_URL=ROOT,
+            DATA_DIR=os.path.join(ROOT, "data"),
             IMAGES_DIR=str(images), RUNS_DIR=str(tmp_path / "runs"), **TINY)
     clone = alone / os.path.basename(ROOT)
     assert (clone / "model.py").exists() and (clone / ".git").exists()
@@ -67,7 +69,8 @@ def test_a_notebook_killed_mid_run_leaves_the_previous_complete_set(tmp_path):
     for name, text in previous.items():
         (images / name).write_text(text)
     arguments = [f"-p {k} {v}" for k, v in dict(IMAGES_DIR=images, RUNS_DIR=tmp_path / "runs", EPOCHS=3,
-                                                   TRAIN_LIMIT=6000, TEST_LIMIT=1000, DEVICE="cpu").items()]
+                                                   TRAIN_LIMIT=6000, TEST_LIMIT=1000, DEVICE="cpu",
+                                                   DATA_DIR=os.path.join(ROOT, "data")).items()]
     process = subprocess.Popen(
         [sys.executable, "-m", "papermill", "--no-progress-bar", NOTEBOOK, str(tmp_path / "out.ipynb"),
          *" ".join(arguments).split()], cwd=ROOT, start_new_session=True,

@@ -97,3 +97,11 @@ def test_study_figures_draw_every_variant():
     seed_rows = [dict(norm=n, seed=s, final_test_accuracy=99.4 + s / 100) for n in "BLG" for s in (1, 2, 3)]
     figure = seeds.plot_seeds(seed_rows, LABELS)
     assert len(figure.axes[0].collections) >= 3
+
+
+def test_the_recipe_defaults_are_the_search_choice():
+    from studies import search
+
+    for norm in "BLG":
+        assert utils.RunConfig(norm=norm, **search.CANDIDATES[search.CHOSEN]) == utils.RunConfig(norm=norm)
+    assert utils.RunConfig(**search.CANDIDATES["base"]) != utils.RunConfig()  # the search started elsewhere

@@ -14,15 +14,14 @@ import torch
 
 import sweeps
 import utils
-from conftest import make_tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = [dict(norm="B", seed=1), dict(norm="L", seed=1), dict(norm="G", seed=2), dict(norm="B", seed=2)]
 
 
 @pytest.fixture(scope="module")
-def data():
-    return make_tiny_data(2000, 200)  # 1 epoch: 16 steps of 128
+def data(make_data):
+    return make_data(2000, 200)  # 1 epoch: 16 steps of 128
 
 
 def without_seconds(histories):
@@ -99,14 +98,14 @@ KILLED_SWEEP = textwrap.dedent("""
     import sys
     sys.path[:0] = [{root!r}, {tests!r}]
     import utils
-    from conftest import make_tiny_data
+    from conftest import make_tiny_data  # a script of its own, not a test module
     if __name__ == "__main__":
         utils.sweep({runs!r}, workers=2, threads=1, results_dir={results!r}, epochs=4,
                     data=make_tiny_data(2000, 200), device="cpu", progress=False)
 """)
 
 
-def test_a_sweep_killed_mid_way_leaves_complete_files_and_the_next_call_finishes(tmp_path):
+def test_a_sweep_killed_mid_way_leaves_complete_files_and_the_next_call_finishes(make_data, tmp_path):
     results = tmp_path / "runs"
     script = tmp_path / "sweep.py"
     script.write_text(KILLED_SWEEP.format(root=ROOT, tests=os.path.join(ROOT, "tests"), runs=RUNS,
@@ -124,10 +123,31 @@ def test_a_sweep_killed_mid_way_leaves_complete_files_and_the_next_call_finishes
         record = torch.load(path, weights_only=True)
         assert len(record["history"]["test_accuracy"]) == 4 and record["key"] in path.name
 
-    data = make_tiny_data(2000, 200)
+    data = make_data(2000, 200)
     histories = utils.sweep(RUNS, workers=2, threads=1, results_dir=str(results), epochs=4, data=data,
                             device="cpu", progress=False)
     assert len(histories) == len(RUNS) and all(len(h["test_accuracy"]) == 4 for h in histories)
     assert len(list(results.glob("*.pt"))) == len(RUNS)
     assert all(os.stat(results / name).st_mtime_ns == mtime for name, mtime in finished.items())
     assert not [p for p in results.iterdir() if p.suffix == ".tmp"]
+
+
+def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
+    script = tmp_path / "sweep.py"
+    script.write_text(KILLED_SWEEP.format(root=ROOT, tests=os.path.join(ROOT, "tests"), runs=RUNS * 3,
+                                          results=str(tmp_path / "runs")))
+    process = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    group = process.pid  # the session's process group: the sweep and its workers
+
+    def members():
+        return subprocess.run(["ps", "-o", "pid=", "-g", str(group)], capture_output=True, text=True).stdout.split()
+
+    deadline = time.time() + 120
+    while time.time() < deadline and len(members()) < 3:  # the sweep, its workers (and a tracker)
+        time.sleep(0.1)
+    process.kill()  # the sweep alone, as `kill PID` would
+    process.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and members():
+        time.sleep(0.2)
+    assert members() == [], "workers kept training after their sweep died"

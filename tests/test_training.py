@@ -8,16 +8,15 @@ import torch
 import torch.nn.functional as F
 
 import utils
-from conftest import make_tiny_data
 from model import Net
 
 TINY = dict(batch_size=32, eval_batch_size=16)
 
 
-def test_l1_changes_the_gradient_by_exactly_lambda_sign_w():
+def test_l1_changes_the_gradient_by_exactly_lambda_sign_w(make_data):
     torch.manual_seed(0)
     model = Net("B")
-    x, y, _, _ = make_tiny_data(8, 0)
+    x, y, _, _ = make_data(8, 0)
     lam = 0.01
 
     def gradients(l1_lambda):
@@ -73,8 +72,8 @@ def test_config_defaults_are_the_recipe_and_resolve_per_variant():
 
 
 @pytest.mark.parametrize("norm", ["B", "L", "G"])
-def test_run_trains_a_few_steps_per_norm(norm):
-    model, history = utils.run(norm, epochs=2, data=make_tiny_data(), progress=False, **TINY)
+def test_run_trains_a_few_steps_per_norm(make_data, norm):
+    model, history = utils.run(norm, epochs=2, data=make_data(), progress=False, **TINY)
     assert isinstance(model, Net) and model.norm == norm
     assert set(history) == set(utils.HISTORY_KEYS)
     assert all(len(values) == 2 for values in history.values())
@@ -83,16 +82,16 @@ def test_run_trains_a_few_steps_per_norm(norm):
     assert not model.training  # left in eval mode by the last evaluation
 
 
-def test_run_learns_the_tiny_task():
-    _, history = utils.run("B", epochs=6, data=make_tiny_data(320, 80), progress=False, rotation=0.0,
+def test_run_learns_the_tiny_task(make_data):
+    _, history = utils.run("B", epochs=6, data=make_data(320, 80), progress=False, rotation=0.0,
                            translation=0.0, elastic=0.0, **TINY)  # the label is the patch position: no shifts
     assert history["test_accuracy"][-1] > 50  # chance is 10%
     assert history["train_loss"][-1] < history["train_loss"][0]
 
 
-def test_same_seed_gives_identical_histories_on_cpu():
+def test_same_seed_gives_identical_histories_on_cpu(make_data):
     def once(seed):
-        _, history = utils.run("G", epochs=2, seed=seed, data=make_tiny_data(), progress=False, **TINY)
+        _, history = utils.run("G", epochs=2, seed=seed, data=make_data(), progress=False, **TINY)
         return {k: v for k, v in history.items() if k != "seconds"}
 
     assert once(3) == once(3)
@@ -115,10 +114,10 @@ def test_run_data_applies_limits_and_the_validation_split(tiny_mnist_root, monke
     assert torch.equal(train_x, all_train_x[:30]) and torch.equal(test_x, all_train_x[40:])
 
 
-def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone():
+def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone(make_data):
     torch.manual_seed(0)
     model = Net("B")
-    _, _, x, y = make_tiny_data()
+    _, _, x, y = make_data()
     batch_norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     running_mean = batch_norm.running_mean.clone()
     loss, accuracy = utils.evaluate(model, x, y, batch_size=7)
@@ -130,8 +129,8 @@ def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone():
     assert torch.equal(batch_norm.running_mean, running_mean)
 
 
-def test_augment_without_rotation_or_shift_is_the_identity():
-    x = make_tiny_data(8, 0)[0]
+def test_augment_without_rotation_or_shift_is_the_identity(make_data):
+    x = make_data(8, 0)[0]
     g = torch.Generator().manual_seed(0)
     assert torch.allclose(utils.augment(x, 0.0, 0.0, g), x, atol=1e-5)
     moved = utils.augment(x, 7.0, 0.1, g)
@@ -161,22 +160,22 @@ def test_augment_without_rotation_or_shift_is_the_identity():
     (dict(seed=-1), "seed"),
     (dict(validation="yes"), "validation"),
 ])
-def test_bad_arguments_raise_naming_the_argument(kwargs, match):
-    arguments = {**dict(norm="B", epochs=1, data=make_tiny_data(), progress=False), **kwargs}
+def test_bad_arguments_raise_naming_the_argument(make_data, kwargs, match):
+    arguments = {**dict(norm="B", epochs=1, data=make_data(), progress=False), **kwargs}
     with pytest.raises(ValueError, match=match):
         utils.run(**arguments)
 
 
 @pytest.mark.parametrize("conflict", [dict(train_limit=10), dict(test_limit=5), dict(validation=True)])
-def test_limits_or_validation_with_data_are_refused(conflict):
+def test_limits_or_validation_with_data_are_refused(make_data, conflict):
     with pytest.raises(ValueError, match=f"{next(iter(conflict))}.*data="):
-        utils.run("B", epochs=1, data=make_tiny_data(), progress=False, **conflict)
+        utils.run("B", epochs=1, data=make_data(), progress=False, **conflict)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_without_a_gpu_raises():
+def test_cuda_without_a_gpu_raises(make_data):
     with pytest.raises(ValueError, match="device='cuda'.*no CUDA GPU"):
-        utils.run("B", epochs=1, device="cuda", data=make_tiny_data(), progress=False)
+        utils.run("B", epochs=1, device="cuda", data=make_data(), progress=False)
 
 
 def test_blur_is_a_zero_padded_gaussian_convolution():
@@ -189,8 +188,8 @@ def test_blur_is_a_zero_padded_gaussian_convolution():
     assert torch.allclose(utils.blur(x, sigma), expected, atol=1e-6)
 
 
-def test_zoom_and_elastic_move_pixels_only_when_asked():
-    x = make_tiny_data(8, 0)[0]
+def test_zoom_and_elastic_move_pixels_only_when_asked(make_data):
+    x = make_data(8, 0)[0]
     identity = utils.augment(x, 0.0, 0.0, torch.Generator().manual_seed(0), scale=0.0, elastic=0.0)
     assert torch.allclose(identity, x, atol=1e-5)
     for options in (dict(scale=0.1), dict(elastic=20.0)):

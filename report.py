@@ -11,7 +11,6 @@ SECTIONS maps each NAME to the function that writes it. No result number is type
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import re
@@ -165,8 +164,10 @@ def interval(ci, digits=2, sign=False):
 def provenance(info, what):
     """One sentence saying how a set of results was produced."""
     parameters = info.get("parameters", {})
-    seconds = parameters.get("sweep_seconds")
-    took = f" in {seconds / 60:.1f} min" if seconds else ""
+    seconds, trained = parameters.get("sweep_seconds"), parameters.get("trained_runs", parameters.get("runs"))
+    took = f" in {seconds / 60:.1f} min" if seconds and trained == parameters.get("runs") else (
+        f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
+        "loaded from earlier calls)" if seconds else "")
     return (f"{what} `{parameters.get('command', 'make run')}`{took} on {info['device']} "
             f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
 
@@ -184,11 +185,12 @@ def section_headline():
     seeds = sorted({d["n"] for d in described.values()})
     table = markdown_table(["variant", "params", "mean final test accuracy", "95% CI of the mean", "sd",
                             "min to max", "mean final test loss"], rows)
-    below = [summary[n]["name"] for n, d in described.items() if d["mean"] < 99.5]
-    target = "every variant's mean is at least 99.50%" if not below else f"below 99.50%: {', '.join(below)}"
+    met = [summary[n]["name"] for n, d in described.items() if round(d["mean"], 2) >= 99.5]
+    missed = [summary[n]["name"] for n, d in described.items() if round(d["mean"], 2) < 99.5]
+    target = (f"met by {' and '.join(met) or 'none'}" + (f"; missed by {' and '.join(missed)}" if missed else ""))
     return (f"{table}\n\n{'/'.join(map(str, seeds))} seeds per variant, {summary[norms[0]]['epochs']} epochs, "
-            f"the accuracy of the final epoch (never the best one); target: {target}. "
-            + provenance(summary["run"], "Trained by"))
+            f"the accuracy of the final epoch (never the best one). The target, a mean of at least 99.50%: "
+            f"{target}. " + provenance(summary["run"], "Trained by"))
 
 
 def section_comparisons():
@@ -249,7 +251,8 @@ def section_batch_size():
                    difference(values("B", "ghost", "norm_batch", k), values("G", "ghost", "norm_batch", k)),
                    cell(values("L", "ghost", "norm_batch", k)), cell(values("G", "ghost", "norm_batch", k))]
                   for k in sizes]
-    ghost_table = markdown_table(["images per norm batch", "BatchNorm (ghost)", f"BatchNorm − its k={sizes[-1]} (95% CI)",
+    ghost_table = markdown_table(["images per norm batch", "BatchNorm (ghost)",
+                                  f"BatchNorm − its k={sizes[-1]} (95% CI)",
                                   "BatchNorm − GroupNorm (95% CI)", "LayerNorm", "GroupNorm"], ghost_rows)
     real = [r for r in rows if r["kind"] == "real"]
     real_rows = [[size, f"{next(r['max_lr'] for r in real if r['batch_size'] == size):g}",
@@ -316,16 +319,33 @@ def section_shift():
     from studies.shift import MODELS
 
     table, rows, models, corrupted = shift_table(by_severity=False)
-    lines = []
+    from studies.shift import CORRUPTIONS
+
+    lines, findings = [], []
     for model in models[1:]:
-        seeds = sorted(set(corrupted[model]) & set(corrupted["B"]))
-        r = stats.paired([corrupted[model][s] for s in seeds], [corrupted["B"][s] for s in seeds])
+        r = paired_by_seed(corrupted[model], corrupted["B"])
         lines.append(f"{MODELS[model]} − {MODELS['B']}: {signed(r['mean'])} points (95% CI "
                      f"{interval(r['ci'], sign=True)}, p = {r['p']:.2g})")
+        higher, lower, level = [], [], []
+        for corruption in (c for c in CORRUPTIONS if c != "none"):
+            r = paired_by_seed(*(mean_by_seed(rows, m, lambda row: row["corruption"] == corruption)
+                                 for m in (model, "B")))
+            (higher if r["ci"][0] > 0 else lower if r["ci"][1] < 0 else level).append(corruption)
+        findings.append(f"{MODELS[model]} is higher on {', '.join(higher) or 'none'}, lower on "
+                        f"{', '.join(lower) or 'none'}, level on {', '.join(level) or 'none'}")
     seeds = len({r["seed"] for r in rows})
     return (f"Test accuracy (%), mean ± sd over {seeds} seeds (the headline study's models); every severity: "
             f"[studies/README.md](studies/README.md#distribution-shift-every-severity).\n\n{table}\n\n"
-            "Mean over all corrupted sets, paired by seed: " + "; ".join(lines) + ".")
+            "Mean over all corrupted sets, paired by seed: " + "; ".join(lines) + ". Per corruption, "
+            f"against {MODELS['B']} (95% CI of the paired difference clear of 0, or not): " + "; ".join(findings) + ".")
+
+
+def paired_by_seed(a, b):
+    """stats.paired over the seeds two {seed: value} dicts share."""
+    from studies import stats
+
+    seeds = sorted(set(a) & set(b))
+    return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
 
 
 def section_shift_full():
@@ -333,7 +353,33 @@ def section_shift_full():
 
 
 def section_notebook():
-    return notebook_table(images("notebook"))
+    """The notebook's table, and how long the whole notebook took."""
+    timing = read_json(images("notebook", "timing.json"))
+    return (notebook_table(images("notebook")) + f" The whole notebook took {timing['notebook_seconds']:.0f} s "
+            f"on {timing['device']}.")
+
+
+def section_recipe():
+    """The network and the recipe, written from model.LAYOUT and RunConfig's defaults."""
+    import model
+    from config import RunConfig
+
+    c = RunConfig()
+    widths = sorted(set(model.layout_channels(c.layout)))
+    params = {n: model.count_parameters(RunConfig(norm=n).net()) for n in NORM_ORDER}
+    counts = (f"{params['B']:,} parameters for every norm" if len(set(params.values())) == 1
+              else ", ".join(f"{NORMS[n]} {p:,}" for n, p in params.items()) + " parameters")
+    return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
+            f"channels; nothing runs at 28x28), then the blocks `{c.layout}` (`model.LAYOUT`: c a 3x3 "
+            f"convolution, v one without padding, p 2x2 max pooling; {'/'.join(map(str, widths))} channels), each "
+            f"convolution followed by the norm and ReLU, global average pooling and a 1x1 convolution to 10 "
+            f"classes: {counts}. BatchNorm normalizes over (N, H, W) per channel, LayerNorm over (C, H, W) "
+            f"per image, GroupNorm over (C/{RunConfig(norm='G').groups}, H, W) per image and group.\n"
+            f"- **Recipe** (`RunConfig`'s defaults): {c.optimizer.replace('adamw', 'AdamW')} with weight decay "
+            f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
+            f"rotation up to {c.rotation:g}°, shift up to {c.translation * 28:.1f} px and elastic distortion "
+            f"({c.elastic:g} px) batched on the device; cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
+            f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}. \"Final\" means the last epoch.")
 
 
 def section_search():
@@ -349,7 +395,8 @@ def section_search():
             runs = [r for r in rows if r["round"] == number and r["candidate"] == name]
             overall = stats.describe([r["val_accuracy"] for r in runs])
             table_rows.append([number, name, f"`{runs[0]['layout']}`", f"{runs[0]['params']:,}", runs[0]["overrides"],
-                               *(f"{np.mean([r['val_accuracy'] for r in runs if r['norm'] == n]):.2f}" for n in NORM_ORDER),
+                               *(f"{np.mean([r['val_accuracy'] for r in runs if r['norm'] == n]):.2f}"
+                                 for n in NORM_ORDER),
                                f"**{overall['mean']:.3f}** ({interval(overall['ci'])})", len(runs)])
     table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
                             "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
@@ -405,6 +452,7 @@ SECTIONS = {
     "shift": section_shift,
     "shift_full": section_shift_full,
     "notebook": section_notebook,
+    "recipe": section_recipe,
     "search": section_search,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),

@@ -170,6 +170,9 @@ def cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+LAST_SWEEP = {"runs": 0, "trained": 0}  # what the latest sweep() in this process did
+
+
 def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False,
           **common):
     """See utils.sweep."""
@@ -187,6 +190,7 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     paths = {key: run_path(results_dir, config, key) for config, key in zip(configs, keys)}
     records = {key: load_run(paths[key], key, config) for config, key in zip(configs, keys)}
     todo = {key: config for config, key in zip(configs, keys) if records[key] is None}
+    LAST_SWEEP.update(runs=len(keys), trained=len(todo))
     if todo:
         workers = workers or max(1, min(len(todo), 8 if device.type == "cuda" else cores()))
         threads = threads or max(1, cores() // workers)

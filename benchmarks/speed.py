@@ -38,7 +38,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ import torch.nn.functional as F  # noqa: E402
 import data as mnist  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
+import report  # noqa: E402
 import utils  # noqa: E402
 from model import Net  # noqa: E402
 
@@ -209,7 +209,7 @@ def gpu_report(args):
     device = torch.device("cuda")
     mps = subprocess.run(["pgrep", "-f", "nvidia-cuda-mps"], capture_output=True).returncode == 0
     print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA MPS "
-          f"{'running' if mps else 'not running'}")
+          f"{'running' if mps else 'not running'}; code at commit {report.run_info(device)['git_commit'][:7]}")
     data = utils.load_tensors(args.root, device)
     for norm in "BLG":
         seconds = {}
@@ -261,8 +261,9 @@ def main():
 
     device = utils.resolve_device(None)
     data = utils.load_tensors(args.root, device)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    info = report.run_info(device)
+    print(f"machine: {info['device']}, torch {info['torch']}, {info['threads']} threads, device {device}; "
+          f"code at commit {info['git_commit'][:7]}; command: python benchmarks/speed.py {' '.join(sys.argv[1:])}")
     ours_epoch(args.norm, data)  # warm-up: first-call allocations and kernel selection
     images = 70_000
     medians = {}

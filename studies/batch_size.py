@@ -81,8 +81,17 @@ def plot(rows, labels):
     return fig
 
 
+def draw(images):
+    """batch_size.png from batch_size.csv."""
+    labels = {norm: utils.RunConfig(norm=norm).label for norm in NORMS}
+    rows = common.read_csv(os.path.join(images, "batch_size.csv"))
+    utils.save_figure(plot(rows, labels), os.path.join(images, "batch_size.png"))
+
+
 def main():
     args = common.parser(__doc__, seeds=[1, 2, 3]).parse_args()
+    if args.figures:
+        return draw(args.images)
     rows = plan(args.seeds)
     pairs, _, _ = common.sweep([run for _, _, run in rows], args)
     table = []
@@ -90,10 +99,8 @@ def main():
         config = utils.RunConfig.build(**run, **common.settings(args))
         table.append([config.norm, k if kind == "ghost" else config.batch_size, config.batch_size,
                       config.max_lr, kind, config.seed, history["test_accuracy"][-1]])
-    path = os.path.join(args.images, "batch_size.csv")
-    common.write_csv(path, COLUMNS, table)
-    labels = {norm: utils.RunConfig(norm=norm).label for norm in NORMS}
-    utils.save_figure(plot(common.read_csv(path), labels), os.path.join(args.images, "batch_size.png"))
+    common.write_csv(os.path.join(args.images, "batch_size.csv"), COLUMNS, table)
+    draw(args.images)
     print(f"wrote batch_size.csv and batch_size.png in {args.images}")
 
 

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import io
+import json
 import os
 import sys
 import time
@@ -31,6 +32,8 @@ def parser(doc, seeds):
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
     p.add_argument("--train-limit", type=int, help="train on the first N images (a quick trial; default all)")
     p.add_argument("--test-limit", type=int, help="test on the first N images (a quick trial; default all)")
+    p.add_argument("--figures", action="store_true",
+                   help="only redraw the figures from the saved tables; nothing is trained or rewritten")
     return p
 
 
@@ -42,13 +45,15 @@ def settings(args):
 
 def sweep(runs, args):
     """Train (or load) `runs` through utils.sweep; returns ((model, history) pairs, seconds, info)."""
+    import sweeps
+
     start = time.perf_counter()
     pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
                         root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
     seconds = time.perf_counter() - start
-    info = report.run_info(args.device, runs=len(runs), seeds=getattr(args, "seeds", None),
-                           sweep_seconds=round(seconds, 1),
-                           workers=args.workers, command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
+    info = report.run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
+                           seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
+                           command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, seconds, info
 
@@ -60,6 +65,11 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write(path, out.getvalue())
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def read_csv(path):

@@ -40,14 +40,29 @@ def plot_seeds(rows, labels):
                     fmt="o", color="black", capsize=4)
     ax.set_xticks(range(len(labels)), [f"{label}\n({sum(r['norm'] == n for r in rows)} seeds)"
                                        for n, label in labels.items()])
+    ax.axhline(99.5, color="gray", linestyle="--", linewidth=1, label="99.5% target")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_ylabel("final test accuracy (%, last epoch)")
     ax.set_title("Final test accuracy of every seed; black: mean with 95% CI")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
 
+def draw(images):
+    """Graph 1, Graph 2 and the per-seed figure, from the saved tables in `images`."""
+    summary = common.read_json(os.path.join(images, "summary.json"))
+    labels = {norm: summary[norm]["name"] for norm in NORMS}
+    histories = utils.load_histories(os.path.join(images, "history.csv"))
+    utils.save_figure(utils.plot_test_loss(histories, labels), os.path.join(images, "test_loss.png"))
+    utils.save_figure(utils.plot_test_accuracy(histories, labels), os.path.join(images, "test_accuracy.png"))
+    table = common.read_csv(os.path.join(images, "seeds.csv"))
+    utils.save_figure(plot_seeds(table, labels), os.path.join(images, "seeds.png"))
+
+
 def main():
     args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    if args.figures:
+        return draw(args.images)
     runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
     pairs, seconds, info = common.sweep(runs, args)
 
@@ -62,11 +77,7 @@ def main():
     info["recipe"] = {k: v for k, v in dataclasses.asdict(configs["B"]).items() if k not in ("norm", "seed")}
     utils.save_results(histories, configs, params, args.images, info)
     common.write_csv(os.path.join(args.images, "seeds.csv"), COLUMNS, rows)
-    labels = {norm: config.label for norm, config in configs.items()}
-    utils.save_figure(utils.plot_test_loss(histories, labels), os.path.join(args.images, "test_loss.png"))
-    utils.save_figure(utils.plot_test_accuracy(histories, labels), os.path.join(args.images, "test_accuracy.png"))
-    table = common.read_csv(os.path.join(args.images, "seeds.csv"))
-    utils.save_figure(plot_seeds(table, labels), os.path.join(args.images, "seeds.png"))
+    draw(args.images)
     print(f"wrote seeds.csv, history.csv, summary.json, test_loss.png, test_accuracy.png, seeds.png in {args.images}")
 
 

@@ -142,6 +142,9 @@ def plot(rows):
 
 def main():
     args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    if args.figures:
+        return utils.save_figure(plot(common.read_csv(os.path.join(args.images, "shift.csv"))),
+                                 os.path.join(args.images, "shift.png"))
     runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
     pairs, _, info = common.sweep(runs, args)
     device = utils.resolve_device(args.device)

@@ -11,7 +11,6 @@ import torch
 
 import data
 import report
-import sweeps
 import utils
 from model import Net
 

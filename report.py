@@ -89,23 +89,21 @@ def read_json(path):
         return json.load(f)
 
 
-def notebook_table(images_dir, how="`make run`"):
+def notebook_table(images_dir, how="Trained by `make run`"):
     """The notebook run: one row per variant from its summary.json."""
     summary = read_json(os.path.join(images_dir, "summary.json"))
     rows = []
     for norm in (n for n in NORM_ORDER if n in summary):
         s = summary[norm]
-        seeds = ", ".join(str(seed) for seed in s["seeds"])
         spread = f" ± {s['final_test_accuracy_std']:.2f}" if len(s["seeds"]) > 1 else ""
-        rows.append([s["name"], f"{s['params']:,}", seeds, f"{s['final_test_accuracy']:.2f}%{spread}",
+        rows.append([s["name"], f"{s['params']:,}", f"{s['final_test_accuracy']:.2f}%{spread}",
                      f"{s['final_test_loss']:.4f}", f"{s['seconds']:.0f} s"])
     run = summary["run"]
-    table = markdown_table(["variant", "params", "seed", "final test accuracy", "final test loss",
-                            "training time"], rows)
+    table = markdown_table(["variant (seed " + ", ".join(str(seed) for seed in s["seeds"]) + ")", "params",
+                            "final test accuracy", "final test loss", "training time"], rows)
     epochs = max(summary[n]["epochs"] for n in NORM_ORDER if n in summary)
-    return (f"{table}\n\nFinal = the last epoch ({epochs}), never the "
-            f"best one. Produced by {how} at commit `{run['git_commit'][:7]}` on {run['device']} "
-            f"(torch {run['torch']}, {run['threads']} threads).")
+    return (f"{table}\n\nFinal = the last epoch ({epochs}). {how} at commit `{run['git_commit'][:7]}` on "
+            f"{run['device']} (torch {run['torch']}).")
 
 
 def notebook_discussion(images_dir):
@@ -223,8 +221,9 @@ def section_comparisons():
     return f"{table}\n\n{words}"
 
 
-def section_batch_size():
-    """The ghost-batch curve and the real-batch check, with differences paired by seed."""
+def batch_size_results():
+    """(the finding in one sentence, the full tables): the ghost-batch curve and the real-batch
+    check, with differences paired by seed."""
     from studies import stats
     from studies.common import read_csv
 
@@ -247,7 +246,7 @@ def section_batch_size():
 
     largest = values("B", "ghost", "norm_batch", sizes[-1])
     ghost_rows = [[k, cell(values("B", "ghost", "norm_batch", k)),
-                   difference(values("B", "ghost", "norm_batch", k), largest),
+                   difference(values("B", "ghost", "norm_batch", k), largest) if k != sizes[-1] else "(reference)",
                    difference(values("B", "ghost", "norm_batch", k), values("G", "ghost", "norm_batch", k)),
                    cell(values("L", "ghost", "norm_batch", k)), cell(values("G", "ghost", "norm_batch", k))]
                   for k in sizes]
@@ -264,9 +263,17 @@ def section_batch_size():
                       *(cell({seed: v for seed, v in values(n, "ghost", "norm_batch", sizes[-1]).items()
                               if seed in real_seeds}) for n in NORM_ORDER)])
     real_table = markdown_table(["real batch", "peak lr", "BatchNorm", "LayerNorm", "GroupNorm"], real_rows)
-    return (f"Final test accuracy (%), mean ± sd over {len({r['seed'] for r in ghost})} seeds; differences in "
-            f"points, paired by seed.\n\n{ghost_table}\n\nReal batches (mean ± sd over {len(real_seeds)} seeds), "
-            f"the learning rate scaled by √(batch / 128):\n\n{real_table}")
+    def where(test):
+        return ", ".join(str(k) for k in sizes[:-1] if test(paired_by_seed(values("B", "ghost", "norm_batch", k),
+                                                                          largest)["ci"])) or "none"
+
+    finding = (f"BatchNorm with ghost batches of k images, against its own k={sizes[-1]} (95% CI of the paired "
+               f"difference): lower at k = {where(lambda ci: ci[1] < 0)}; level at k = "
+               f"{where(lambda ci: ci[0] <= 0 <= ci[1])}; higher at k = {where(lambda ci: ci[0] > 0)}.")
+    tables = (f"Final test accuracy (%), mean ± sd over {len({r['seed'] for r in ghost})} seeds; differences in "
+              f"points, paired by seed.\n\n{ghost_table}\n\nReal batches (mean ± sd over {len(real_seeds)} seeds), "
+              f"the learning rate scaled by √(batch / 128):\n\n{real_table}")
+    return finding, tables
 
 
 def shift_rows():
@@ -312,9 +319,16 @@ def shift_table(by_severity):
     return markdown_table(header, table_rows), rows, models, corrupted
 
 
+def section_batch_size():
+    return batch_size_results()[0] + " Every size and the real-batch check: [studies/README.md](studies/README.md#batch-size)."
+
+
+def section_batch_size_full():
+    return batch_size_results()[1]
+
+
 def section_shift():
-    """Accuracy per corruption (mean over its severities), and the paired differences of the
-    mean over all corrupted sets."""
+    """The paired differences over all corrupted sets and, per corruption, who is higher."""
     from studies import stats
     from studies.shift import MODELS
 
@@ -324,20 +338,22 @@ def section_shift():
     lines, findings = [], []
     for model in models[1:]:
         r = paired_by_seed(corrupted[model], corrupted["B"])
-        lines.append(f"{MODELS[model]} − {MODELS['B']}: {signed(r['mean'])} points (95% CI "
-                     f"{interval(r['ci'], sign=True)}, p = {r['p']:.2g})")
+        lines.append(f"{MODELS[model]} {signed(r['mean'])} points ({interval(r['ci'], sign=True)})")
         higher, lower, level = [], [], []
         for corruption in (c for c in CORRUPTIONS if c != "none"):
             r = paired_by_seed(*(mean_by_seed(rows, m, lambda row: row["corruption"] == corruption)
                                  for m in (model, "B")))
             (higher if r["ci"][0] > 0 else lower if r["ci"][1] < 0 else level).append(corruption)
-        findings.append(f"{MODELS[model]} is higher on {', '.join(higher) or 'none'}, lower on "
-                        f"{', '.join(lower) or 'none'}, level on {', '.join(level) or 'none'}")
+        findings.append(f"{MODELS[model]} higher on {', '.join(higher) or 'none'}, lower on {', '.join(lower) or 'none'}")
     seeds = len({r["seed"] for r in rows})
-    return (f"Test accuracy (%), mean ± sd over {seeds} seeds (the headline study's models); every severity: "
-            f"[studies/README.md](studies/README.md#distribution-shift-every-severity).\n\n{table}\n\n"
-            "Mean over all corrupted sets, paired by seed: " + "; ".join(lines) + ". Per corruption, "
-            f"against {MODELS['B']} (95% CI of the paired difference clear of 0, or not): " + "; ".join(findings) + ".")
+    return (f"Against {MODELS['B']}, mean accuracy over all corrupted sets, paired over {seeds} seeds (95% CI): "
+            + "; ".join(lines) + ". Per corruption (where the CI of the paired difference clears 0): "
+            + "; ".join(findings) + "; level elsewhere. Tables: [studies/README.md](studies/README.md#distribution-shift).")
+
+
+def section_shift_table():
+    """Accuracy per corruption, mean over its severities, mean ± sd over seeds."""
+    return shift_table(by_severity=False)[0]
 
 
 def paired_by_seed(a, b):
@@ -355,8 +371,7 @@ def section_shift_full():
 def section_notebook():
     """The notebook's table, and how long the whole notebook took."""
     timing = read_json(images("notebook", "timing.json"))
-    return (notebook_table(images("notebook")) + f" The whole notebook took {timing['notebook_seconds']:.0f} s "
-            f"on {timing['device']}.")
+    return notebook_table(images("notebook")) + f" The whole notebook: {timing['notebook_seconds']:.0f} s."
 
 
 def section_recipe():
@@ -370,10 +385,9 @@ def section_recipe():
     counts = (f"{params['B']:,} parameters for every norm" if len(set(params.values())) == 1
               else ", ".join(f"{NORMS[n]} {p:,}" for n, p in params.items()) + " parameters")
     return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
-            f"channels; nothing runs at 28x28), then the blocks `{c.layout}` (`model.LAYOUT`: c a 3x3 "
-            f"convolution, v one without padding, p 2x2 max pooling; {'/'.join(map(str, widths))} channels), each "
-            f"convolution followed by the norm and ReLU, global average pooling and a 1x1 convolution to 10 "
-            f"classes: {counts}. BatchNorm normalizes over (N, H, W) per channel, LayerNorm over (C, H, W) "
+            f"channels), the blocks `{c.layout}` (`model.LAYOUT`: 3x3 convolutions, v unpadded, p max pooling; "
+            f"{'/'.join(map(str, widths))} channels), each convolution followed by the norm and ReLU, global "
+            f"average pooling, a 1x1 convolution to 10 classes: {counts}. BatchNorm normalizes over (N, H, W) per channel, LayerNorm over (C, H, W) "
             f"per image, GroupNorm over (C/{RunConfig(norm='G').groups}, H, W) per image and group.\n"
             f"- **Recipe** (`RunConfig`'s defaults): {c.optimizer.replace('adamw', 'AdamW')} with weight decay "
             f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
@@ -438,8 +452,7 @@ def section_colab():
     """The Open-in-Colab link, built from the notebook's REPO_URL."""
     match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(\.git)?/?", notebook_repo_url())
     if not match:
-        return ("Open in Colab: set `REPO_URL` in the notebook's first cell to this repository's GitHub URL and "
-                "run `python report.py`; this line then becomes the link.")
+        return "Open in Colab: set `REPO_URL` in the notebook's first cell; `python report.py` then makes this the link."
     colab = f"https://colab.research.google.com/github/{match.group(1)}/{match.group(2)}/blob/main/S6_Normalization.ipynb"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})"
 
@@ -449,7 +462,9 @@ SECTIONS = {
     "headline": section_headline,
     "comparisons": section_comparisons,
     "batch_size": section_batch_size,
+    "batch_size_full": section_batch_size_full,
     "shift": section_shift,
+    "shift_table": section_shift_table,
     "shift_full": section_shift_full,
     "notebook": section_notebook,
     "recipe": section_recipe,

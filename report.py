@@ -473,6 +473,25 @@ SECTIONS = {
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
 DOCUMENTS = ("README.md", "benchmarks/README.md", "studies/README.md")  # what report.py writes
+MAKERS = {  # the command that writes the results a section needs, named when they are missing
+    "headline": "python studies/seeds.py", "comparisons": "python studies/seeds.py",
+    "batch_size": "python studies/batch_size.py", "batch_size_full": "python studies/batch_size.py",
+    "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
+    "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
+    "search": "python studies/search.py",
+    "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
+    "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
+}
+
+
+def section_text(name, sections=None):
+    """The generated text of one section; where its results file does not exist yet, a line
+    saying so and naming the command that makes it (never numbers from elsewhere)."""
+    try:
+        return (sections or SECTIONS)[name]().rstrip("\n") + "\n"
+    except FileNotFoundError as error:
+        missing = os.path.relpath(error.filename, ROOT) if error.filename else "a results file"
+        return f"*Not run yet: `{missing}` is missing; `{MAKERS.get(name, 'python report.py')}` makes it.*\n"
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,15 +503,12 @@ MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 def render(text, sections=None):
     """`text` with every generated section rewritten; unknown section names raise KeyError."""
-    sections = sections or SECTIONS
-    return MARKER.sub(lambda m: m.group(1) + sections[m.group(2)]().rstrip("\n") + "\n" + m.group(4), text)
+    return MARKER.sub(lambda m: m.group(1) + section_text(m.group(2), sections) + m.group(4), text)
 
 
 def stale_sections(text, sections=None):
     """Names of the generated sections whose text differs from what the results give."""
-    sections = sections or SECTIONS
-    return [m.group(2) for m in MARKER.finditer(text)
-            if m.group(3) != sections[m.group(2)]().rstrip("\n") + "\n"]
+    return [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section_text(m.group(2), sections)]
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -527,15 +543,10 @@ def main(argv=None):
         path = os.path.join(ROOT, document)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        try:
-            if args.check:
-                stale[document] = stale_sections(text)
-                continue
-            rendered = render(text)
-        except FileNotFoundError as error:  # a study not run yet: say which, change nothing
-            print(f"{document}: left as it is; a results file is missing: {error.filename}")
-            stale[document] = ["(missing results)"]
+        if args.check:
+            stale[document] = stale_sections(text)
             continue
+        rendered = render(text)
         atomic_write(path, rendered)
         print(f"rewrote {len(MARKER.findall(text))} generated sections of {document}")
     problems = [f"{document} ({', '.join(names)})" for document, names in stale.items() if names]

@@ -168,7 +168,7 @@ def test_pretrained_round_trip_and_mismatches_are_named(tmp_path):
 
 
 def make(*arguments, cwd=ROOT):
-    return subprocess.run(["make", *arguments], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["make", "--no-print-directory", *arguments], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
 def test_make_run_torch_cpu_installs_the_cpu_wheels_first():

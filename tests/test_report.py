@@ -61,3 +61,11 @@ def test_changing_one_accuracy_in_summary_json_makes_the_readme_stale(tmp_path, 
     summary["G"]["final_test_accuracy"] -= 0.001
     (images / "summary.json").write_text(json.dumps(summary))
     assert "headline" in report.stale_sections(text)
+
+
+def test_a_section_whose_results_are_missing_names_the_command_that_makes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))  # an empty checkout: no results at all
+    text = report.render("<!-- begin: batch_size -->\nold numbers\n<!-- end: batch_size -->\n")
+    assert "old numbers" not in text
+    assert "Not run yet: `Images/batch_size.csv` is missing; `python studies/batch_size.py` makes it." in text
+    assert report.stale_sections(text) == []

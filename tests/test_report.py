@@ -57,8 +57,8 @@ def test_changing_one_accuracy_in_summary_json_makes_the_readme_stale(tmp_path, 
         text = f.read()
     assert report.stale_sections(text) == []
     summary = json.loads((images / "summary.json").read_text())
-    summary["G"]["final_test_accuracy_per_seed"][0] -= 0.01  # one run's accuracy, as a typo would
-    summary["G"]["final_test_accuracy"] -= 0.001
+    summary["G"]["final_test_accuracy_per_seed"][0] -= 0.1  # one run's accuracy, one digit off as a typo would
+    summary["G"]["final_test_accuracy"] -= 0.01
     (images / "summary.json").write_text(json.dumps(summary))
     assert "headline" in report.stale_sections(text)
 

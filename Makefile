@@ -35,9 +35,9 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
 # The notebook runs into a temporary copy, which replaces it only once every cell has run;
 # report.py then strips widget state and timestamps from it and regenerates the README.
 run: $(VENV)/.run-installed
-	$(VENV)/bin/papermill --no-progress-bar $(NOTEBOOK) .$(NOTEBOOK).run
-	$(PY) report.py --clean-notebook .$(NOTEBOOK).run
-	mv .$(NOTEBOOK).run $(NOTEBOOK)
+	$(VENV)/bin/papermill --no-progress-bar $(NOTEBOOK) .running.$(NOTEBOOK)
+	$(PY) report.py --clean-notebook .running.$(NOTEBOOK)
+	mv .running.$(NOTEBOOK) $(NOTEBOOK)
 	$(PY) report.py
 
 test: $(VENV)/.dev-installed

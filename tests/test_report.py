@@ -69,3 +69,13 @@ def test_a_section_whose_results_are_missing_names_the_command_that_makes_them(t
     assert "old numbers" not in text
     assert "Not run yet: `Images/batch_size.csv` is missing; `python studies/batch_size.py` makes it." in text
     assert report.stale_sections(text) == []
+
+
+def test_readme_leads_with_results_within_its_word_budget():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    assert len(text.split()) <= 1300, "README.md is over 1,300 words: move detail to studies/ or benchmarks/"
+    first_table = next(i for i, line in enumerate(lines, 1) if line.startswith("|"))
+    first_figure = next(i for i, line in enumerate(lines, 1) if "![" in line and "colab-badge" not in line)
+    assert first_table <= 40 and first_figure <= 60

@@ -2,6 +2,9 @@
 
     python studies/shift.py        # the recipe's trained runs (from runs/, trained if missing)
 
+Each model's scores are kept beside its run in runs/ (keyed by its weights and this file), so a
+second call reads them instead of scoring again.
+
 BatchNorm normalizes test images with running statistics fixed during training; LayerNorm and
 GroupNorm use each image's own statistics. Each trained model is scored on deterministic
 corruptions of the MNIST test set, made with torch operations on the [0, 1] pixels before the
@@ -13,6 +16,8 @@ the remedy) and Images/shift.png.
 """
 
 import copy
+import hashlib
+import json
 import math
 import os
 import sys
@@ -24,6 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import data as mnist  # noqa: E402
+import sweeps  # noqa: E402
 import utils  # noqa: E402
 from model import NORMS  # noqa: E402
 from studies import common  # noqa: E402
@@ -115,6 +121,40 @@ def score(models, x, y):
     return rows
 
 
+def score_key(model, test_limit):
+    """What a model's scores depend on: its weights, this file (the corruptions), the training
+    code's version (evaluate, blur) and how much of the test set is used."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    with open(os.path.abspath(__file__), "rb") as f:
+        digest.update(f.read())
+    digest.update(f"{sweeps.code_version()} {test_limit}".encode())
+    return digest.hexdigest()[:20]
+
+
+def score_cached(models, x, y, results_dir, test_limit=None):
+    """score(), with each model's rows kept in results_dir (shift-<norm>-seed<seed>-<key>.json)
+    so that a second call only reads them; rows in score()'s order."""
+    paths = {run: os.path.join(results_dir, f"shift-{run[0]}-seed{run[1]}-{score_key(model, test_limit)}.json")
+             for run, model in models.items()}
+    missing = {run: model for run, model in models.items() if not os.path.exists(paths[run])}
+    found = score(missing, x, y) if missing else []
+    for run in missing:
+        mine = [row for row in found if row[1] == run[1] and row[0] in (run[0], f"{run[0]}+AdaBN")]
+        mnist.atomic_write(paths[run], json.dumps(mine))
+    by_run = {run: [tuple(row) for row in common.read_json(paths[run])] for run in models}
+    accuracy = {row[:4]: row[4] for rows in by_run.values() for row in rows}
+    ordered = []
+    for corruption, severities in CORRUPTIONS.items():
+        for severity in severities:
+            for norm, seed in models:
+                for name in (norm, "B+AdaBN") if norm == "B" else (norm,):
+                    ordered.append((name, seed, corruption, severity, accuracy[(name, seed, corruption, severity)]))
+    return ordered
+
+
 def plot(rows):
     """Test accuracy against severity, one panel per corruption, mean ± sd over seeds per model."""
     import matplotlib.pyplot as plt
@@ -153,7 +193,7 @@ def main():
     y = test_labels[:args.test_limit].to(device, torch.int64)
     models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
     path = os.path.join(args.images, "shift.csv")
-    common.write_csv(path, COLUMNS, score(models, x, y))
+    common.write_csv(path, COLUMNS, score_cached(models, x, y, args.results_dir, args.test_limit))
     utils.save_figure(plot(common.read_csv(path)), os.path.join(args.images, "shift.png"))
     print(f"wrote shift.csv and shift.png in {args.images}")
 

@@ -74,6 +74,23 @@ def test_adabn_recomputes_batchnorm_statistics_on_the_new_images_only():
     assert not adapted.training
 
 
+def test_shift_scores_are_kept_per_model_and_read_back_in_order(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    models = {(norm, 1): Net(norm).eval() for norm in "BG"}
+    x, y = torch.rand(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    scored = []
+    real_score = shift.score
+    monkeypatch.setattr(shift, "score", lambda m, *a: scored.append(sorted(m)) or real_score(m, *a))
+    first = shift.score_cached(models, x, y, str(tmp_path))
+    assert first == real_score(models, x, y)  # the same rows, in score()'s order
+    assert shift.score_cached(models, x, y, str(tmp_path)) == first
+    assert scored == [[("B", 1), ("G", 1)]]  # the second call scored nothing
+    with torch.no_grad():
+        next(models[("G", 1)].parameters()).add_(1.0)  # other weights: scored anew, G alone
+    shift.score_cached(models, x, y, str(tmp_path))
+    assert scored[-1] == [("G", 1)]
+
+
 def fake_rows():
     rows = []
     for seed in (1, 2, 3):

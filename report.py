@@ -51,8 +51,8 @@ def run_info(device, **parameters):
     return {
         "parameters": parameters,
         "git_commit": commit,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion, which weights_only loading refuses
+        "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
         "device": device_name(device),
         "threads": torch.get_num_threads(),

@@ -43,6 +43,12 @@ def test_notebook_runs_end_to_end_and_writes_every_file(tmp_path):
     assert summary["run"]["parameters"]["train_limit"] == 2000
     assert (images / "test_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    sys.path.insert(0, ROOT)
+    from model import Net
+
+    for norm in "BLG":  # the saved networks load as Net.pretrained loads the committed ones
+        net = Net.pretrained(norm, path=str(images / f"net_{norm}.pt"))
+        assert net.info["test_accuracy"] == summary[norm]["final_test_accuracy"] and not net.training
 
 
 @pytest.mark.integration

@@ -3,7 +3,7 @@
     python studies/search.py --rounds 2   # one round; finished runs load from runs/
 
 Every run trains on the first 50,000 training images and is scored on the last 10,000
-(RunConfig(validation=True)); the test set is not loaded. A candidate is a set of RunConfig
+(RunConfig(validation=True)); the test set is never scored. A candidate is a set of RunConfig
 fields applied to all three norms (λ stays BatchNorm's only). Each round's rows replace that
 round's rows in studies/search.csv (final epoch, one row per run), and studies/search.json
 records each round's device, time and commit; studies/README.md tabulates them.

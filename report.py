@@ -40,7 +40,7 @@ def run_info(device, **parameters):
     def git(*args):
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+                                  cwd=ROOT).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 
@@ -85,7 +85,7 @@ def markdown_table(header, rows, align=None):
 
 
 def read_json(path):
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -201,10 +201,7 @@ def section_comparisons():
     norms = [n for n in NORM_ORDER if n in summary]
     pairs = [(a, b) for i, a in enumerate(norms) for b in norms[i + 1:]]
     per_seed = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in norms}
-    results = []
-    for a, b in pairs:
-        seeds = sorted(set(per_seed[a]) & set(per_seed[b]))
-        results.append(stats.paired([per_seed[a][s] for s in seeds], [per_seed[b][s] for s in seeds]))
+    results = [paired_by_seed(per_seed[a], per_seed[b]) for a, b in pairs]
     adjusted = stats.holm([r["p"] for r in results])
     if min(r["n"] for r in results) < 2:
         return "Paired comparisons need at least 2 seeds per variant."
@@ -242,8 +239,7 @@ def batch_size_results():
         return f"{d['mean']:.2f} ± {d['sd']:.2f}"
 
     def difference(a, b):
-        seeds = sorted(set(a) & set(b))
-        r = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        r = paired_by_seed(a, b)
         return f"{signed(r['mean'])} ({interval(r['ci'], sign=True)})"
 
     largest = values("B", "ghost", "norm_batch", sizes[-1])
@@ -345,12 +341,9 @@ def section_batch_size_full():
 
 def section_shift():
     """The paired differences over all corrupted sets and, per corruption, who is higher."""
-    from studies import stats
-    from studies.shift import MODELS
+    from studies.shift import CORRUPTIONS, MODELS
 
-    table, rows, models, corrupted = shift_table(by_severity=False)
-    from studies.shift import CORRUPTIONS
-
+    _, rows, models, corrupted = shift_table(by_severity=False)
     lines, findings = [], []
     for model in models[1:]:
         r = paired_by_seed(corrupted[model], corrupted["B"])

@@ -3,7 +3,6 @@
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ if ROOT not in sys.path:
 import report  # noqa: E402
 import utils  # noqa: E402
 from data import atomic_write  # noqa: E402
+from report import read_json  # noqa: E402, F401  (the studies read their saved JSON with it)
 
 IMAGES = os.path.join(ROOT, "Images")
 
@@ -65,11 +65,6 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write(path, out.getvalue())
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def read_csv(path):

@@ -121,23 +121,22 @@ def score(models, x, y):
     return rows
 
 
-def score_key(model, test_limit):
-    """What a model's scores depend on: its weights, this file (the corruptions), the training
-    code's version (evaluate, blur) and how much of the test set is used."""
+def score_key(model, code):
+    """What a model's scores depend on: its weights and `code` (see score_cached)."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    with open(os.path.abspath(__file__), "rb") as f:
-        digest.update(f.read())
-    digest.update(f"{sweeps.code_version()} {test_limit}".encode())
+    digest.update(code)
     return digest.hexdigest()[:20]
 
 
 def score_cached(models, x, y, results_dir, test_limit=None):
     """score(), with each model's rows kept in results_dir (shift-<norm>-seed<seed>-<key>.json)
     so that a second call only reads them; rows in score()'s order."""
-    paths = {run: os.path.join(results_dir, f"shift-{run[0]}-seed{run[1]}-{score_key(model, test_limit)}.json")
+    with open(os.path.abspath(__file__), "rb") as f:  # the corruptions; then evaluate and blur's version
+        code = f.read() + f"{sweeps.code_version()} {test_limit}".encode()
+    paths = {run: os.path.join(results_dir, f"shift-{run[0]}-seed{run[1]}-{score_key(model, code)}.json")
              for run, model in models.items()}
     missing = {run: model for run, model in models.items() if not os.path.exists(paths[run])}
     found = score(missing, x, y) if missing else []

@@ -288,6 +288,39 @@ def batch_size_results():
     return finding, tables
 
 
+def section_precise_bn():
+    """Precise BN on the test set: the seeds study's BatchNorm networks against themselves before it."""
+    from studies.common import read_csv
+
+    rows = [r for r in read_csv(images("seeds.csv"))
+            if r["norm"] == "B" and r.get("test_accuracy_before_precise_bn", "") != ""]
+    if not rows:
+        return "The seeds study's BatchNorm runs did not use precise BN (`RunConfig.precise_bn`)."
+    r = paired_by_seed({row["seed"]: row["final_test_accuracy"] for row in rows},
+                       {row["seed"]: row["test_accuracy_before_precise_bn"] for row in rows})
+    before = np.mean([row["test_accuracy_before_precise_bn"] for row in rows])
+    return (f"On the test set, after the choice: the seeds study's {len(rows)} BatchNorm networks scored "
+            f"{before:.2f}% on average with the running statistics of training and "
+            f"{np.mean([row['final_test_accuracy'] for row in rows]):.2f}% after precise BN, the same networks: "
+            f"{signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}).")
+
+
+def batch_size_recipe_changes():
+    """(what produced batch_size.csv, in one sentence; the RunConfig fields its recipe had
+    otherwise than today's defaults)."""
+    import dataclasses
+
+    from config import RunConfig
+
+    info = read_json(images("batch_size.json"))
+    recipe = {k: v for k, v in dataclasses.asdict(RunConfig(norm="B")).items() if k not in ("norm", "seed")}
+    return provenance(info, "Trained by"), sorted(k for k in recipe if info.get("recipe", {}).get(k) != recipe[k])
+
+
+def stale_note(changed):
+    return f" Trained with another recipe than today's ({', '.join(changed)} differ): rerun it." if changed else ""
+
+
 def shift_rows():
     """shift.csv's rows and the models in it, in MODELS order."""
     from studies.common import read_csv
@@ -332,11 +365,16 @@ def shift_table(by_severity):
 
 
 def section_batch_size():
-    return batch_size_results()[0] + " Every size and the real-batch check: [studies/README.md](studies/README.md#batch-size)."
+    finding = batch_size_results()[0]
+    _, changed = batch_size_recipe_changes()
+    return (finding + stale_note(changed)
+            + " Every size and the real-batch check: [studies/README.md](studies/README.md#batch-size).")
 
 
 def section_batch_size_full():
-    return batch_size_results()[1]
+    tables = batch_size_results()[1]
+    made, changed = batch_size_recipe_changes()
+    return f"{tables}\n\n{made}{stale_note(changed)}"
 
 
 def section_shift():
@@ -402,7 +440,9 @@ def section_recipe():
             f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
             f"rotation up to {c.rotation:g}°, shift up to {c.translation * 28:.1f} px and elastic distortion "
             f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px) batched on the device; cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
-            f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}.")
+            f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}"
+            + ("; after the last epoch, BatchNorm's running statistics are recomputed on the clean training "
+               "images (precise BN)." if RunConfig(norm="B").precise_bn else "."))
 
 
 def section_search():
@@ -417,34 +457,43 @@ def section_search():
         for name in dict.fromkeys(r["candidate"] for r in rows if r["round"] == number):
             runs = [r for r in rows if r["round"] == number and r["candidate"] == name]
             overall = stats.describe([r["val_accuracy"] for r in runs])
+            per_norm = {n: [r["val_accuracy"] for r in runs if r["norm"] == n] for n in NORM_ORDER}
             table_rows.append([number, name, f"`{runs[0]['layout']}`", f"{runs[0]['params']:,}", runs[0]["overrides"],
-                               *(f"{np.mean([r['val_accuracy'] for r in runs if r['norm'] == n]):.2f}"
-                                 for n in NORM_ORDER),
+                               *(f"{np.mean(v):.2f}" if v else "-" for v in per_norm.values()),
                                f"**{overall['mean']:.3f}** ({interval(overall['ci'])})", len(runs)])
     table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
                             "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
     made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items()))
-    return (f"Final validation accuracy (%), mean per norm over the round's seeds.\n\n{table}\n\n"
+    return (f"Final validation accuracy (%), mean per norm over the round's seeds (-: a round that "
+            f"trained BatchNorm only).\n\n{table}\n\n"
             f"{search_choice(rows)}\n\n{made}")
 
 
 def search_choice(rows):
-    """The chosen candidate against the base, paired over the (norm, seed) runs they share."""
+    """Each step from the base to the chosen recipe (search.PATH), paired with the step before:
+    over the (norm, seed) runs they share, or, for precise BN, with the same networks before it."""
     from studies import stats
-    from studies.search import CHOSEN
+    from studies.search import CHOSEN, PATH
 
     def runs(name):
-        return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
+        return {(r["norm"], r["seed"]): r for r in rows if r["candidate"] == name}
 
-    chosen, base = runs(CHOSEN), runs("base")
-    shared = sorted(set(chosen) & set(base))
-    r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
+    steps = []
+    for before, after in zip(PATH, PATH[1:]):
+        done = runs(after)
+        if all(r.get("val_accuracy_before_precise_bn", "") != "" for r in done.values()):
+            pairs = [(r["val_accuracy"], r["val_accuracy_before_precise_bn"]) for r in done.values()]
+            against = f"the same {len(pairs)} networks (BatchNorm, one per seed) before it"
+        else:
+            previous = runs(before)
+            pairs = [(done[k]["val_accuracy"], previous[k]["val_accuracy"]) for k in sorted(set(done) & set(previous))]
+            against = f"{before} over the {len(pairs)} runs (norm, seed) they share"
+        r = stats.paired(*zip(*pairs))
+        verdict = "within noise" if r["ci"][0] <= 0 <= r["ci"][1] else "the CI excludes 0"
+        steps.append(f"{after} against {against}: {signed(r['mean'], 3)} points of validation accuracy "
+                     f"(95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}; {verdict})")
     return (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
-            f"recipe). Paired with the base over the {len(shared)} runs (norm, seed) they share: "
-            f"{signed(r['mean'], 3)} points of validation accuracy (95% CI {interval(r['ci'], 3, sign=True)}, "
-            f"p = {r['p']:.2g}). "
-            + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
-               else "The CI excludes 0."))
+            f"recipe). Paired, step by step: " + "; ".join(steps) + ".")
 
 
 def notebook_repo_url():
@@ -478,6 +527,7 @@ SECTIONS = {
     "notebook": section_notebook,
     "recipe": section_recipe,
     "search": section_search,
+    "precise_bn": section_precise_bn,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
@@ -487,7 +537,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "batch_size": "python studies/batch_size.py", "batch_size_full": "python studies/batch_size.py",
     "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
     "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
-    "search": "python studies/search.py",
+    "search": "python studies/search.py", "precise_bn": "python studies/seeds.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }

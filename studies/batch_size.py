@@ -10,10 +10,13 @@ as a flat reference). Second check: real batches of 16 and 32 images for all thr
 first two seeds), with AdamW's learning rate scaled by the square root of the batch size
 (0.01 * sqrt(b / 128)).
 
-Writes Images/batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy)
-and Images/batch_size.png.
+Writes Images/batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy),
+Images/batch_size.json (what produced it: command, time, device, commit, recipe) and
+Images/batch_size.png.
 """
 
+import dataclasses
+import json
 import math
 import os
 import sys
@@ -24,6 +27,7 @@ import numpy as np  # noqa: E402
 
 import utils  # noqa: E402
 from model import NORMS  # noqa: E402
+from data import atomic_write  # noqa: E402
 from studies import common  # noqa: E402
 
 GHOST_SIZES = [2, 4, 8, 16, 32, 64, 128]
@@ -93,15 +97,18 @@ def main():
     if args.figures:
         return draw(args.images)
     rows = plan(args.seeds)
-    pairs, _, _ = common.sweep([run for _, _, run in rows], args)
+    pairs, _, info = common.sweep([run for _, _, run in rows], args)
     table = []
     for (kind, k, run), (_, history) in zip(rows, pairs):
         config = utils.RunConfig.build(**run, **common.settings(args))
         table.append([config.norm, k if kind == "ghost" else config.batch_size, config.batch_size,
                       config.max_lr, kind, config.seed, history["test_accuracy"][-1]])
     common.write_csv(os.path.join(args.images, "batch_size.csv"), COLUMNS, table)
+    recipe = utils.RunConfig(norm="B", **common.settings(args))
+    info["recipe"] = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("norm", "seed")}
+    atomic_write(os.path.join(args.images, "batch_size.json"), json.dumps(info, indent=1, ensure_ascii=False) + "\n")
     draw(args.images)
-    print(f"wrote batch_size.csv and batch_size.png in {args.images}")
+    print(f"wrote batch_size.csv, batch_size.json and batch_size.png in {args.images}")
 
 
 if __name__ == "__main__":

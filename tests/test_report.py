@@ -79,3 +79,34 @@ def test_readme_leads_with_results_within_its_word_budget():
     first_table = next(i for i, line in enumerate(lines, 1) if line.startswith("|"))
     first_figure = next(i for i, line in enumerate(lines, 1) if "![" in line and "colab-badge" not in line)
     assert first_table <= 40 and first_figure <= 60
+
+
+@pytest.mark.parametrize("summary", ["Images/summary.json", "Images/notebook/summary.json"])
+def test_committed_results_were_trained_with_the_current_recipe(summary):
+    import dataclasses
+
+    import utils
+
+    with open(os.path.join(ROOT, summary), encoding="utf-8") as f:
+        saved = json.load(f)
+    for norm in "BLG":
+        recipe = dataclasses.asdict(utils.RunConfig(norm=norm))
+        trained = saved[norm]["config"]
+        assert {**trained, "seed": None} == {**recipe, "seed": None}, \
+            f"{summary} was trained with another recipe than RunConfig's defaults: rerun what makes it"
+
+
+def test_search_choice_pairs_each_step_with_the_one_before():
+    from studies import search
+
+    rows = []
+    for seed, (base, elastic, before, after) in enumerate([(99.30, 99.40, 99.41, 99.51), (99.32, 99.36, 99.36, 99.56),
+                                                           (99.34, 99.44, 99.44, 99.74)], start=1):
+        rows += [dict(candidate="base", norm="B", seed=seed, val_accuracy=base, val_accuracy_before_precise_bn=""),
+                 dict(candidate="elastic 20", norm="B", seed=seed, val_accuracy=elastic),  # an older row: no column
+                 dict(candidate=search.CHOSEN, norm="B", seed=seed, val_accuracy=after,
+                      val_accuracy_before_precise_bn=before)]
+    text = report.search_choice(rows)
+    # elastic − base: +0.10, +0.04, +0.10; precise BN − before, same networks: +0.10, +0.20, +0.30
+    assert "elastic 20 against base over the 3 runs (norm, seed) they share: +0.080 points" in text
+    assert f"{search.CHOSEN} against the same 3 networks (BatchNorm, one per seed) before it: +0.200 points" in text

@@ -163,9 +163,11 @@ def provenance(info, what):
     """One sentence saying how a set of results was produced."""
     parameters = info.get("parameters", {})
     seconds, trained = parameters.get("sweep_seconds"), parameters.get("trained_runs", parameters.get("runs"))
+    each = parameters.get("mean_run_seconds")
     took = f" in {seconds / 60:.1f} min" if seconds and trained == parameters.get("runs") else (
         f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
-        "loaded from earlier calls)" if seconds else "")
+        "loaded from earlier calls" + (f", each run having trained in {each / 60:.1f} min on average" if each else "")
+        + ")" if seconds else "")
     return (f"{what} `{parameters.get('command', 'make run')}`{took} on {info['device']} "
             f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
 

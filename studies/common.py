@@ -51,8 +51,10 @@ def sweep(runs, args):
     pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
                         root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
     seconds = time.perf_counter() - start
+    run_seconds = [sum(history["seconds"]) for _, history in pairs]  # each run's own, recorded when it trained
     info = report.run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
                            seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
+                           mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
                            command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, seconds, info

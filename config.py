@@ -39,8 +39,6 @@ class RunConfig:
     elastic: float = 20.0        # elastic distortion, pixels (Simard et al. 2003); chosen by studies/search.py
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
-    precise_bn: bool | None = None  # BatchNorm only: after the last epoch, recompute the running statistics
-                                    # on the clean training images (None: True for 'B'); see utils.train
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
     cuda_graph: bool = True      # on a GPU, replay forward and backward from a CUDA graph (CPU: eager)
     eval_batch_size: int = 2500  # images per forward pass when testing
@@ -79,15 +77,10 @@ class RunConfig:
         if self.norm_batch is not None and flag != "B":
             raise ValueError(f"norm_batch={self.norm_batch!r} applies to BatchNorm ('B') only: LayerNorm "
                              "and GroupNorm normalize each image by itself")
-        if self.precise_bn is None:
-            set_("precise_bn", flag == "B")
-        elif self.precise_bn is True and flag != "B":
-            raise ValueError(f"precise_bn=True applies to BatchNorm ('B') only, not norm={flag!r}: LayerNorm "
-                             "and GroupNorm keep no running statistics")
         for name, allowed in (("optimizer", ("adamw", "sgd")), ("precision", ("fp32", "bf16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
-        for name in ("validation", "cuda_graph", "precise_bn"):
+        for name in ("validation", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 

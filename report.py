@@ -290,23 +290,6 @@ def batch_size_results():
     return finding, tables
 
 
-def section_precise_bn():
-    """Precise BN on the test set: the seeds study's BatchNorm networks against themselves before it."""
-    from studies.common import read_csv
-
-    rows = [r for r in read_csv(images("seeds.csv"))
-            if r["norm"] == "B" and r.get("test_accuracy_before_precise_bn", "") != ""]
-    if not rows:
-        return "The seeds study's BatchNorm runs did not use precise BN (`RunConfig.precise_bn`)."
-    r = paired_by_seed({row["seed"]: row["final_test_accuracy"] for row in rows},
-                       {row["seed"]: row["test_accuracy_before_precise_bn"] for row in rows})
-    before = np.mean([row["test_accuracy_before_precise_bn"] for row in rows])
-    return (f"On the test set, after the choice: the seeds study's {len(rows)} BatchNorm networks scored "
-            f"{before:.2f}% on average with the running statistics of training and "
-            f"{np.mean([row['final_test_accuracy'] for row in rows]):.2f}% after precise BN, the same networks: "
-            f"{signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}).")
-
-
 def batch_size_recipe_changes():
     """(what produced batch_size.csv, in one sentence; the RunConfig fields its recipe had
     otherwise than today's defaults)."""
@@ -442,9 +425,7 @@ def section_recipe():
             f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
             f"rotation up to {c.rotation:g}°, shift up to {c.translation * 28:.1f} px and elastic distortion "
             f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px) batched on the device; cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
-            f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}"
-            + ("; after the last epoch, BatchNorm's running statistics are recomputed on the clean training "
-               "images (precise BN)." if RunConfig(norm="B").precise_bn else "."))
+            f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}.")
 
 
 def section_search():
@@ -472,30 +453,33 @@ def section_search():
 
 
 def search_choice(rows):
-    """Each step from the base to the chosen recipe (search.PATH), paired with the step before:
-    over the (norm, seed) runs they share, or, for precise BN, with the same networks before it."""
+    """The chosen candidate against the base, paired over the (norm, seed) runs they share; and
+    each candidate tried and not adopted whose runs scored their network before and after the
+    change (precise BN), paired network by network."""
     from studies import stats
-    from studies.search import CHOSEN, PATH
+    from studies.search import CHOSEN
 
     def runs(name):
-        return {(r["norm"], r["seed"]): r for r in rows if r["candidate"] == name}
+        return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
 
-    steps = []
-    for before, after in zip(PATH, PATH[1:]):
-        done = runs(after)
-        if all(r.get("val_accuracy_before_precise_bn", "") != "" for r in done.values()):
-            pairs = [(r["val_accuracy"], r["val_accuracy_before_precise_bn"]) for r in done.values()]
-            against = f"the same {len(pairs)} networks (BatchNorm, one per seed) before it"
-        else:
-            previous = runs(before)
-            pairs = [(done[k]["val_accuracy"], previous[k]["val_accuracy"]) for k in sorted(set(done) & set(previous))]
-            against = f"{before} over the {len(pairs)} runs (norm, seed) they share"
-        r = stats.paired(*zip(*pairs))
-        verdict = "within noise" if r["ci"][0] <= 0 <= r["ci"][1] else "the CI excludes 0"
-        steps.append(f"{after} against {against}: {signed(r['mean'], 3)} points of validation accuracy "
-                     f"(95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}; {verdict})")
-    return (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
-            f"recipe). Paired, step by step: " + "; ".join(steps) + ".")
+    chosen, base = runs(CHOSEN), runs("base")
+    shared = sorted(set(chosen) & set(base))
+    r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
+    text = (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
+            f"recipe). Paired with the base over the {len(shared)} runs (norm, seed) they share: "
+            f"{signed(r['mean'], 3)} points of validation accuracy (95% CI {interval(r['ci'], 3, sign=True)}, "
+            f"p = {r['p']:.2g}). "
+            + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
+               else "The CI excludes 0."))
+    within = [r for r in rows if r.get("val_accuracy_before_precise_bn", "") != ""]
+    for name in dict.fromkeys(r["candidate"] for r in within):
+        mine = [r for r in within if r["candidate"] == name]
+        r = stats.paired([m["val_accuracy"] for m in mine], [m["val_accuracy_before_precise_bn"] for m in mine])
+        text += (f"\n\n**Not adopted: {name}** (round {mine[0]['round']}). Each of its {len(mine)} BatchNorm networks "
+                 f"was scored before and after precise BN (running statistics recomputed on the clean training "
+                 f"images): {signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
+                 + (", within noise." if r["ci"][0] <= 0 <= r["ci"][1] else "."))
+    return text
 
 
 def notebook_repo_url():
@@ -529,7 +513,6 @@ SECTIONS = {
     "notebook": section_notebook,
     "recipe": section_recipe,
     "search": section_search,
-    "precise_bn": section_precise_bn,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
@@ -539,7 +522,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "batch_size": "python studies/batch_size.py", "batch_size_full": "python studies/batch_size.py",
     "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
     "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
-    "search": "python studies/search.py", "precise_bn": "python studies/seeds.py",
+    "search": "python studies/search.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }

@@ -127,13 +127,6 @@ def train_epoch(model, x, y, step, scheduler, config, generator):
     return loss_sum.item() / n, 100.0 * correct.item() / n, int(first_bad)
 
 
-def precise_batchnorm(model, x, batch_size=2500):
-    """Precise BatchNorm (Wu & Johnson 2021): replace the running averages, which followed
-    the augmented batches of a changing network, with the mean statistics of the final network
-    over the images x (un-augmented), in batches of batch_size. Ghost batches keep their size."""
-    torch.optim.swa_utils.update_bn(x.split(batch_size), model)
-
-
 @torch.no_grad()
 def predict(model, x, batch_size=2500):
     """Log-probabilities (N, 10) in eval mode and fp32, in large batches."""
@@ -191,10 +184,7 @@ def train(config, data, device, progress=True, on_epoch=None):
     """Train one RunConfig on data = (train_x, train_y, test_x, test_y), already on `device`;
     returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
     test_loss, test_accuracy (accuracies in percent), lr (at the epoch's last step) and seconds
-    (train + test). With config.precise_bn, BatchNorm's running statistics are recomputed on
-    the clean training images after the last epoch, before its test; history["before_precise_bn"]
-    then keeps that test's (loss, accuracy) with the running averages of training. on_epoch(epoch,
-    history) is called after each epoch. Raises
+    (train + test). on_epoch(epoch, history) is called after each epoch. Raises
     TrainingDiverged, naming the epoch (and the step), if the loss stops being finite or an
     epoch's mean exceeds DIVERGED_LOSS."""
     check_tensors(data)
@@ -214,9 +204,6 @@ def train(config, data, device, progress=True, on_epoch=None):
             raise TrainingDiverged(f"{config.label}, seed {config.seed}: the training loss {what}; the run "
                                    f"diverged and nothing of it was kept. Lower max_lr (now "
                                    f"{config.max_lr:g}) or check the data.")
-        if config.precise_bn and epoch == config.epochs:
-            history["before_precise_bn"] = list(evaluate(model, test_x, test_y, config.eval_batch_size))
-            precise_batchnorm(model, train_x, config.eval_batch_size)
         test_loss, test_accuracy = evaluate(model, test_x, test_y, config.eval_batch_size)
         seconds = time.perf_counter() - start
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,

@@ -2,8 +2,7 @@
 
     python studies/seeds.py              # 3 norms x seeds 1-10, 20 epochs; resumes from runs/
 
-Writes Images/seeds.csv (one row per run; for BatchNorm also the last test before precise BN
-recomputed its statistics, see utils.train), Images/history.csv (every epoch of every run),
+Writes Images/seeds.csv (one row per run), Images/history.csv (every epoch of every run),
 Images/summary.json (per variant, with every seed's final accuracy in seed order, and what
 produced them), Images/test_loss.png and Images/test_accuracy.png (Graph 1 and 2: the mean
 over seeds with a ±1 sd band) and Images/seeds.png (each seed's final accuracy per variant).
@@ -23,7 +22,7 @@ from model import NORMS, count_parameters  # noqa: E402
 from studies import common, stats  # noqa: E402
 
 COLUMNS = ["norm", "seed", "final_test_accuracy", "final_test_loss", "final_train_accuracy", "params",
-           "device", "seconds", "test_accuracy_before_precise_bn"]
+           "device", "seconds"]
 
 
 def plot_seeds(rows, labels):
@@ -74,7 +73,7 @@ def main():
         params[run["norm"]] = count_parameters(model)
         rows.append([run["norm"], run["seed"], history["test_accuracy"][-1], f"{history['test_loss'][-1]:.6f}",
                      f"{history['train_accuracy'][-1]:.4f}", params[run["norm"]], info["device"],
-                     f"{sum(history['seconds']):.1f}", history.get("before_precise_bn", [None, ""])[1]])
+                     f"{sum(history['seconds']):.1f}"])
     info["recipe"] = {k: v for k, v in dataclasses.asdict(configs["B"]).items() if k not in ("norm", "seed")}
     utils.save_results(histories, configs, params, args.images, info)
     common.write_csv(os.path.join(args.images, "seeds.csv"), COLUMNS, rows)

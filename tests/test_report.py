@@ -96,17 +96,19 @@ def test_committed_results_were_trained_with_the_current_recipe(summary):
             f"{summary} was trained with another recipe than RunConfig's defaults: rerun what makes it"
 
 
-def test_search_choice_pairs_each_step_with_the_one_before():
+def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_its_own_networks():
     from studies import search
 
     rows = []
-    for seed, (base, elastic, before, after) in enumerate([(99.30, 99.40, 99.41, 99.51), (99.32, 99.36, 99.36, 99.56),
-                                                           (99.34, 99.44, 99.44, 99.74)], start=1):
-        rows += [dict(candidate="base", norm="B", seed=seed, val_accuracy=base, val_accuracy_before_precise_bn=""),
-                 dict(candidate="elastic 20", norm="B", seed=seed, val_accuracy=elastic),  # an older row: no column
-                 dict(candidate=search.CHOSEN, norm="B", seed=seed, val_accuracy=after,
+    for seed, (base, chosen, before, after) in enumerate([(99.30, 99.40, 99.41, 99.51), (99.32, 99.36, 99.36, 99.56),
+                                                          (99.34, 99.44, 99.44, 99.74)], start=1):
+        rows += [dict(round=1, candidate="base", norm="B", seed=seed, val_accuracy=base),  # older rows: no column
+                 dict(round=2, candidate=search.CHOSEN, norm="B", seed=seed, val_accuracy=chosen,
+                      val_accuracy_before_precise_bn=""),
+                 dict(round=5, candidate="tried", norm="B", seed=seed, val_accuracy=after,
                       val_accuracy_before_precise_bn=before)]
     text = report.search_choice(rows)
-    # elastic − base: +0.10, +0.04, +0.10; precise BN − before, same networks: +0.10, +0.20, +0.30
-    assert "elastic 20 against base over the 3 runs (norm, seed) they share: +0.080 points" in text
-    assert f"{search.CHOSEN} against the same 3 networks (BatchNorm, one per seed) before it: +0.200 points" in text
+    # chosen − base: +0.10, +0.04, +0.10; tried − the same networks before it: +0.10, +0.20, +0.30
+    assert "Paired with the base over the 3 runs (norm, seed) they share: +0.080 points" in text
+    assert "**Not adopted: tried** (round 5). Each of its 3 BatchNorm networks" in text
+    assert ": +0.200 points (95% CI" in text

@@ -67,7 +67,6 @@ def test_config_defaults_are_the_recipe_and_resolve_per_variant():
     assert b.label == "BatchNorm + L1 (λ=1e-05)" and l.label == "LayerNorm"
     assert utils.RunConfig(norm="G", groups=7).label == "GroupNorm (7 groups)"
     assert utils.RunConfig(norm="B", l1_lambda=0.0).label == "BatchNorm"
-    assert (b.precise_bn, l.precise_bn, g.precise_bn) == (True, False, False)  # BatchNorm only
     with pytest.raises(dataclasses.FrozenInstanceError):
         b.seed = 2
 
@@ -76,8 +75,7 @@ def test_config_defaults_are_the_recipe_and_resolve_per_variant():
 def test_run_trains_a_few_steps_per_norm(make_data, norm):
     model, history = utils.run(norm, epochs=2, data=make_data(), progress=False, **TINY)
     assert isinstance(model, Net) and model.norm == norm
-    before = history.pop("before_precise_bn", None)  # BatchNorm only: the last test before recalibrating
-    assert (before is not None) == (norm == "B") and set(history) == set(utils.HISTORY_KEYS)
+    assert set(history) == set(utils.HISTORY_KEYS)
     assert all(len(values) == 2 for values in history.values())
     assert all(math.isfinite(v) for values in history.values() for v in values)
     assert all(0 <= a <= 100 for a in history["train_accuracy"] + history["test_accuracy"])
@@ -131,25 +129,6 @@ def test_evaluate_sums_the_loss_over_the_set_and_leaves_bn_stats_alone(make_data
     assert torch.equal(batch_norm.running_mean, running_mean)
 
 
-def test_precise_bn_recomputes_the_running_statistics_on_the_clean_training_images(make_data):
-    data = make_data()
-    kwargs = dict(epochs=2, data=data, progress=False, **TINY)
-    model, history = utils.run("B", **kwargs)
-    plain, plain_history = utils.run("B", precise_bn=False, **kwargs)
-    stats = lambda net: [m.running_var.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    # the same training (same seed), then new statistics: recalibrating again changes nothing,
-    # while the running averages of training differ from them
-    assert plain_history["train_loss"] == history["train_loss"] and "before_precise_bn" not in plain_history
-    recalibrated = stats(model)
-    utils.precise_batchnorm(model, data[0], batch_size=TINY["eval_batch_size"])
-    assert all(torch.allclose(a, b, rtol=1e-4) for a, b in zip(recalibrated, stats(model)))
-    assert not any(torch.allclose(a, b, rtol=1e-2) for a, b in zip(recalibrated, stats(plain)))
-    # the history's last test is the recalibrated network's; before_precise_bn the other one's
-    assert history["before_precise_bn"] == [plain_history["test_loss"][-1], plain_history["test_accuracy"][-1]]
-    assert history["test_loss"][-1] == utils.evaluate(model, *data[2:], TINY["eval_batch_size"])[0]
-    assert not model.training
-
-
 def test_augment_without_rotation_or_shift_is_the_identity(make_data):
     x = make_data(8, 0)[0]
     g = torch.Generator().manual_seed(0)
@@ -180,8 +159,6 @@ def test_augment_without_rotation_or_shift_is_the_identity(make_data):
     (dict(seed=2**70), "seed"),
     (dict(seed=-1), "seed"),
     (dict(validation="yes"), "validation"),
-    (dict(norm="L", precise_bn=True), "precise_bn.*BatchNorm"),
-    (dict(precise_bn=1), "precise_bn"),
 ])
 def test_bad_arguments_raise_naming_the_argument(make_data, kwargs, match):
     arguments = {**dict(norm="B", epochs=1, data=make_data(), progress=False), **kwargs}

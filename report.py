@@ -164,10 +164,16 @@ def provenance(info, what):
     parameters = info.get("parameters", {})
     seconds, trained = parameters.get("sweep_seconds"), parameters.get("trained_runs", parameters.get("runs"))
     each = parameters.get("mean_run_seconds")
-    took = f" in {seconds / 60:.1f} min" if seconds and trained == parameters.get("runs") else (
-        f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
-        "loaded from earlier calls" + (f", each run having trained in {each / 60:.1f} min on average" if each else "")
-        + ")" if seconds else "")
+    each = f", {each / 60:.1f} min per run on average" if each else ""
+    if seconds and trained == parameters.get("runs"):
+        took = f" in {seconds / 60:.1f} min"
+    elif seconds and trained == 0:
+        took = f" (all {parameters['runs']} runs loaded from runs/, trained there earlier by the same code{each})"
+    elif seconds:
+        took = (f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
+                f"loaded from earlier calls{each})")
+    else:
+        took = ""
     return (f"{what} `{parameters.get('command', 'make run')}`{took} on {info['device']} "
             f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
 

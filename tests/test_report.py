@@ -112,3 +112,13 @@ def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_it
     assert "Paired with the base over the 3 runs (norm, seed) they share: +0.080 points" in text
     assert "**Not adopted: tried** (round 5). Each of its 3 BatchNorm networks" in text
     assert ": +0.200 points (95% CI" in text
+
+
+def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained():
+    info = dict(device="CPU: test", torch="2.x", git_commit="abcdef0123")
+    made = dict(runs=4, sweep_seconds=1.0, command="studies/x.py", mean_run_seconds=90.0)
+    assert "in 2.0 min" in report.provenance({**info, "parameters": {**made, "trained_runs": 4, "sweep_seconds": 120.0}}, "Trained by")
+    loaded = report.provenance({**info, "parameters": {**made, "trained_runs": 0}}, "Trained by")
+    assert "(all 4 runs loaded from runs/, trained there earlier by the same code, 1.5 min per run on average)" in loaded
+    partly = report.provenance({**info, "parameters": {**made, "trained_runs": 1, "sweep_seconds": 90.0}}, "Trained by")
+    assert "(1 of 4 runs trained in that call, 1.5 min; the rest loaded from earlier calls, 1.5 min per run" in partly

@@ -213,6 +213,7 @@ def section_comparisons():
     adjusted = stats.holm([r["p"] for r in results])
     if min(r["n"] for r in results) < 2:
         return "Paired comparisons need at least 2 seeds per variant."
+    validation = {name: v for name, v, _ in validation_versus_test() or []}
     rows, real = [], []
     for (a, b), r, p_holm in zip(pairs, results, adjusted):
         name = f"{NORMS[a]} − {NORMS[b]}"
@@ -220,11 +221,20 @@ def section_comparisons():
             real.append(name)
         verdict = f"**{NORMS[a] if r['mean'] > 0 else NORMS[b]} higher**" if p_holm < 0.05 else "within noise"
         rows.append([name, f"{signed(r['mean'])} points", interval(r["ci"], sign=True), f"{r['p']:.3f}",
-                     f"{p_holm:.3f}", verdict])
-    table = markdown_table(["difference (same seeds)", "mean", "95% CI", "p (paired t-test)",
-                            f"p (Holm, {len(pairs)} tests)", "verdict"], rows, align="lrrrrl")
+                     f"{p_holm:.3f}", verdict]
+                    + ([f"{signed(validation[name]['mean'])} ({interval(validation[name]['ci'], sign=True)})"]
+                       if validation else []))
+    header = ["difference (same seeds)", "mean", "95% CI", "p (paired t-test)", f"p (Holm, {len(pairs)} tests)",
+              "verdict"] + (["on the validation split (95% CI)"] if validation else [])
+    table = markdown_table(header, rows, align="lrrrrl" + "r" * bool(validation))
     words = ("No difference between the norms is larger than the seed-to-seed noise." if not real else
              f"Beyond the noise (Holm-adjusted p < 0.05): {', '.join(real)}; the rest is within noise.")
+    if validation:
+        clear = [name for name, v in validation.items() if not v["ci"][0] <= 0 <= v["ci"][1]]
+        seeds = next(iter(validation.values()))["n"]
+        words += (f" Last column: the recipe trained on 50,000 training images, scored on the other 10,000 "
+                  f"([search](studies/README.md#validation-split-against-test-set) round 6, {seeds} seeds): "
+                  f"{'the CI excludes 0 for ' + ', '.join(clear) if clear else 'every CI includes 0'}.")
     return f"{table}\n\n{words}"
 
 
@@ -385,7 +395,7 @@ def section_shift():
         findings.append(f"{MODELS[model]} higher on {', '.join(higher) or 'none'}, lower on {', '.join(lower) or 'none'}")
     seeds = len({r["seed"] for r in rows})
     return (f"Against {MODELS['B']}, mean accuracy over all corrupted sets, paired over {seeds} seeds (95% CI): "
-            + "; ".join(lines) + ". Per corruption (where the CI of the paired difference clears 0): "
+            + "; ".join(lines) + ". Per corruption (paired CI clear of 0): "
             + "; ".join(findings) + "; level elsewhere. Tables: [studies/README.md](studies/README.md#distribution-shift).")
 
 
@@ -488,6 +498,49 @@ def search_choice(rows):
     return text
 
 
+CHECK = "the recipe, 10 seeds"  # search round 6: the chosen recipe on the validation split
+
+
+def validation_versus_test():
+    """[(pair name, paired difference on the validation split, on the test set)] for every pair
+    of norms, each over the seeds it has on both sides; None when round 6 has not run."""
+    from studies.common import read_csv
+
+    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+    if not rows:
+        return None
+    summary = read_json(images("summary.json"))
+    validation = {n: {r["seed"]: r["val_accuracy"] for r in rows if r["norm"] == n} for n in NORM_ORDER}
+    test = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in NORM_ORDER}
+    pairs = [(a, b) for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
+    return [(f"{NORMS[a]} − {NORMS[b]}", paired_by_seed(validation[a], validation[b]),
+             paired_by_seed(test[a], test[b])) for a, b in pairs]
+
+
+def section_validation_table():
+    """The norms on the validation split and the test set, per norm and paired."""
+    from studies import stats
+    from studies.common import read_csv
+
+    found = validation_versus_test()
+    if found is None:
+        return "*Not run yet: `python studies/search.py --rounds 6` makes it.*"
+    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+    summary = read_json(images("summary.json"))
+    lines = []
+    for norm in NORM_ORDER:
+        v = stats.describe([r["val_accuracy"] for r in rows if r["norm"] == norm])
+        t = stats.describe(summary[norm]["final_test_accuracy_per_seed"])
+        lines.append([summary[norm]["name"], f"{v['mean']:.2f} ({interval(v['ci'])})", f"{t['mean']:.2f} ({interval(t['ci'])})"])
+    for name, v, t in found:
+        lines.append([name, f"{signed(v['mean'])} ({interval(v['ci'], sign=True)})",
+                      f"{signed(t['mean'])} ({interval(t['ci'], sign=True)})"])
+    table = markdown_table(["final accuracy (%), mean (95% CI); differences paired by seed",
+                            f"validation split (round 6, {found[0][1]['n']} seeds)",
+                            f"test set (seeds study, {found[0][2]['n']} seeds)"], lines)
+    return table
+
+
 def notebook_repo_url():
     """REPO_URL as set in the notebook's parameters cell (the one place it is written)."""
     notebook = read_json(os.path.join(ROOT, "S6_Normalization.ipynb"))
@@ -519,6 +572,7 @@ SECTIONS = {
     "notebook": section_notebook,
     "recipe": section_recipe,
     "search": section_search,
+    "validation_table": section_validation_table,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
@@ -529,6 +583,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
     "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
     "search": "python studies/search.py",
+    "validation_table": "python studies/search.py --rounds 6",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }

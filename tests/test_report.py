@@ -122,3 +122,20 @@ def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained()
     assert "(all 4 runs loaded from runs/, trained there earlier by the same code, 1.5 min per run on average)" in loaded
     partly = report.provenance({**info, "parameters": {**made, "trained_runs": 1, "sweep_seconds": 90.0}}, "Trained by")
     assert "(1 of 4 runs trained in that call, 1.5 min; the rest loaded from earlier calls, 1.5 min per run" in partly
+
+
+def test_comparisons_add_the_validation_split_when_round_6_has_run(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(ROOT, "Images"), tmp_path / "Images")
+    (tmp_path / "studies").mkdir()
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    header = "round,candidate,norm,seed,val_accuracy\n"
+    (tmp_path / "studies" / "search.csv").write_text(header + "1,base,B,1,99.0\n")
+    assert "validation split" not in report.section_comparisons()  # round 6 not run: no column
+    rows = [f"6,\"{report.CHECK}\",{norm},{seed},{99.4 + (0.1 if norm == 'G' else 0) + seed / 100}"
+            for norm in "BLG" for seed in (1, 2, 3)]  # G exactly 0.1 above B and L on every seed
+    (tmp_path / "studies" / "search.csv").write_text(header + "\n".join(rows) + "\n")
+    text = report.section_comparisons()
+    assert "| on the validation split (95% CI) |" in text
+    assert "| BatchNorm − LayerNorm |" in text and "+0.00 (+0.00 to +0.00) |" in text
+    assert "−0.10 (−0.10 to −0.10) |" in text
+    assert "round 6, 3 seeds): the CI excludes 0 for BatchNorm − GroupNorm, LayerNorm − GroupNorm." in text

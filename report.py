@@ -463,8 +463,8 @@ def section_search():
     table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
                             "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
     made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items()))
-    return (f"Final validation accuracy (%), mean per norm over the round's seeds (-: a round that "
-            f"trained BatchNorm only).\n\n{table}\n\n"
+    dash = " (-: a norm the round did not train)" if any("-" in row[5:8] for row in table_rows) else ""
+    return (f"Final validation accuracy (%), mean per norm over the round's seeds{dash}.\n\n{table}\n\n"
             f"{search_choice(rows)}\n\n{made}")
 
 
@@ -501,12 +501,17 @@ def search_choice(rows):
 CHECK = "the recipe, 10 seeds"  # search round 6: the chosen recipe on the validation split
 
 
+def check_rows():
+    """search.csv's round-6 rows: the chosen recipe on the validation split."""
+    from studies.common import read_csv
+
+    return [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+
+
 def validation_versus_test():
     """[(pair name, paired difference on the validation split, on the test set)] for every pair
     of norms, each over the seeds it has on both sides; None when round 6 has not run."""
-    from studies.common import read_csv
-
-    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+    rows = check_rows()
     if not rows:
         return None
     summary = read_json(images("summary.json"))
@@ -520,12 +525,11 @@ def validation_versus_test():
 def section_validation_table():
     """The norms on the validation split and the test set, per norm and paired."""
     from studies import stats
-    from studies.common import read_csv
 
     found = validation_versus_test()
     if found is None:
         return "*Not run yet: `python studies/search.py --rounds 6` makes it.*"
-    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+    rows = check_rows()
     summary = read_json(images("summary.json"))
     lines = []
     for norm in NORM_ORDER:

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import utils  # noqa: E402
-from model import NORMS  # noqa: E402
 from data import atomic_write  # noqa: E402
+from model import NORMS  # noqa: E402
 from studies import common  # noqa: E402
 
 GHOST_SIZES = [2, 4, 8, 16, 32, 64, 128]

@@ -55,6 +55,23 @@ def paired(a, b, confidence=0.95):
     return {**stats, "t": t, "p": min(1.0, max(p, 0.0))}
 
 
+def welch(a, b, confidence=0.95):
+    """Unpaired comparison of two independent samples (Welch's t): the difference of their
+    means, its confidence interval with the Welch-Satterthwaite degrees of freedom, and the
+    two-sided p-value. For values that share no seeds, such as the same difference measured on
+    two different sets of networks."""
+    a, b = describe(a), describe(b)
+    va, vb = a["sd"] ** 2 / a["n"], b["sd"] ** 2 / b["n"]
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1)) if se > 0 else float("inf")
+    mean = a["mean"] - b["mean"]
+    if se == 0:
+        return {"mean": mean, "ci": [mean, mean], "df": df, "p": 1.0 if mean == 0 else 0.0}
+    half = t_quantile(0.5 + confidence / 2, df) * se
+    p = 2 * (1 - t_cdf(abs(mean) / se, df))
+    return {"mean": mean, "ci": [mean - half, mean + half], "df": df, "p": min(1.0, max(p, 0.0))}
+
+
 def holm(p_values):
     """Holm-Bonferroni adjusted p-values (same order as given)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -34,6 +34,17 @@ def test_describe_and_paired_on_known_numbers():
     assert stats.paired([2, 3, 4], [1, 2, 3])["p"] == 0.0
 
 
+def test_welch_matches_a_hand_computed_example():
+    result = stats.welch([1, 2, 3, 4], [2, 4, 6, 8])  # variances 5/3 and 20/3, 4 values each
+    se = math.sqrt(5 / 12 + 20 / 12)
+    assert result["mean"] == -2.5
+    assert result["df"] == pytest.approx((25 / 12) ** 2 / ((5 / 12) ** 2 / 3 + (20 / 12) ** 2 / 3))  # 4.41
+    assert result["ci"][1] - result["mean"] == pytest.approx(stats.t_quantile(0.975, result["df"]) * se)
+    assert result["p"] == pytest.approx(2 * (1 - stats.t_cdf(2.5 / se, result["df"])))
+    assert 0.14 < result["p"] < 0.16  # t = -1.73 on 4.4 degrees of freedom
+    assert stats.welch([1, 2, 3], [1, 2, 3])["p"] == pytest.approx(1.0)
+
+
 def test_holm_adjusts_in_order_and_stays_monotone():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
@@ -135,7 +146,9 @@ def test_comparisons_add_the_validation_split_when_round_6_has_run(tmp_path, mon
             for norm in "BLG" for seed in (1, 2, 3)]  # G exactly 0.1 above B and L on every seed
     (tmp_path / "studies" / "search.csv").write_text(header + "\n".join(rows) + "\n")
     text = report.section_comparisons()
-    assert "| on the validation split (95% CI) |" in text
+    assert "| validation split (95% CI) |" in text
     assert "| BatchNorm − LayerNorm |" in text and "+0.00 (+0.00 to +0.00) |" in text
     assert "−0.10 (−0.10 to −0.10) |" in text
-    assert "round 6, 3 seeds): the CI excludes 0 for BatchNorm − GroupNorm, LayerNorm − GroupNorm." in text
+    assert "3 seeds): the CI excludes 0 for BatchNorm − GroupNorm, LayerNorm − GroupNorm" in text
+    table = report.section_validation_table()
+    assert "| BatchNorm − GroupNorm | −0.10 (−0.10 to −0.10) |" in table and "Welch" in table

@@ -167,8 +167,11 @@ def provenance(info, what):
     each = f", {each / 60:.1f} min per run on average" if each else ""
     if seconds and trained == parameters.get("runs"):
         took = f" in {seconds / 60:.1f} min"
-    elif seconds and trained == 0:
-        took = f" (all {parameters['runs']} runs loaded from runs/, trained there earlier by the same code{each})"
+    elif seconds and trained == 0:  # nothing trained in this call: say where the table came from
+        each = f" ({each.lstrip(', ')})" if each else ""
+        return (f"Tabulated by `{parameters.get('command')}` from its {parameters['runs']} runs in runs/, trained "
+                f"earlier by the same code{each}, on {info['device']} (torch {info['torch']}, "
+                f"commit `{info['git_commit'][:7]}`).")
     elif seconds:
         took = (f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
                 f"loaded from earlier calls{each})")
@@ -234,10 +237,10 @@ def section_comparisons():
         clear = [name for name, v in validation.items() if not v["ci"][0] <= 0 <= v["ci"][1]]
         seeds = next(iter(validation.values()))["n"]
         apart = [name for name, _, p in splits_disagree(found) if p < 0.05]
-        words += (f" Last column: trained on 50,000 training images, scored on the other 10,000 ([search round "
+        words += (f" Last column: trained on 50,000 training images, scored on the last 10,000 ([search round "
                   f"6](studies/README.md#validation-split-against-test-set), {seeds} seeds): "
                   f"{'the CI excludes 0 for ' + ', '.join(clear) if clear else 'every CI includes 0'}"
-                  + (f"; the splits disagree on {', '.join(apart)}." if apart else "."))
+                  + (f"; {', '.join(apart)} differs between the splits (Welch)." if apart else "."))
     return f"{table}\n\n{words}"
 
 
@@ -565,9 +568,10 @@ def section_validation_table():
     apart = [name for name, _, p in splits_disagree(found) if p < 0.05]
     return (f"{table}\n\nEach difference on the test set minus the same difference on the validation split "
             f"(Welch's t: the two splits' networks are different runs), with its 95% CI: " + "; ".join(gaps) + ". "
-            + (f"The splits disagree on {', '.join(apart)} (Holm-adjusted p < 0.05): that gap shows on the test set "
-               "only, so choosing the recipe on the validation split cannot target it." if apart else
-               "The splits agree within noise."))
+            + (f"The splits disagree on {', '.join(apart)} (Holm-adjusted p < 0.05): a {found[0][1]['n']}-seed comparison on the "
+               "validation split does not show that difference. This design cannot tell whether the images scored "
+               "or the 10,000 extra training images of the test-set runs make it; either way a search on the "
+               "validation split does not see it." if apart else "The splits agree within noise."))
 
 
 def notebook_repo_url():

@@ -544,34 +544,67 @@ def splits_disagree(found):
 
 
 def section_validation_table():
-    """The norms on the validation split and the test set, per norm and paired."""
+    """The norms on the validation split and the test set, per norm and paired; with
+    studies/splits.py, the validation networks scored on the test set too."""
     from studies import stats
+    from studies.common import read_csv
 
     found = validation_versus_test()
     if found is None:
         return "*Not run yet: `python studies/search.py --rounds 6` makes it.*"
-    rows = check_rows()
-    summary = read_json(images("summary.json"))
-    lines = []
+    rows, summary = check_rows(), read_json(images("summary.json"))
+    same = read_csv(images("splits.csv")) if os.path.exists(images("splits.csv")) else []
+    same = {n: {r["seed"]: (r["val_accuracy"], r["test_accuracy"]) for r in same if r["norm"] == n} for n in NORM_ORDER}
+
+    def cell(d):
+        return f"{d['mean']:.2f} ({interval(d['ci'])})"
+
+    def gap(d):
+        return f"{signed(d['mean'])} ({interval(d['ci'], sign=True)})"
+
+    lines, split_effects = [], {}
     for norm in NORM_ORDER:
-        v = stats.describe([r["val_accuracy"] for r in rows if r["norm"] == norm])
-        t = stats.describe(summary[norm]["final_test_accuracy_per_seed"])
-        lines.append([summary[norm]["name"], f"{v['mean']:.2f} ({interval(v['ci'])})", f"{t['mean']:.2f} ({interval(t['ci'])})"])
-    for name, v, t, *_ in found:
-        lines.append([name, f"{signed(v['mean'])} ({interval(v['ci'], sign=True)})",
-                      f"{signed(t['mean'])} ({interval(t['ci'], sign=True)})"])
-    table = markdown_table(["final accuracy (%), mean (95% CI); differences paired by seed",
-                            f"validation split (round 6, {found[0][1]['n']} seeds)",
-                            f"test set (seeds study, {found[0][2]['n']} seeds)"], lines)
-    gaps = [f"{name} {signed(w['mean'])} ({interval(w['ci'], sign=True)}; p = {w['p']:.2g}, Holm {p:.2g})"
-            for name, w, p in splits_disagree(found)]
+        lines.append([summary[norm]["name"], cell(stats.describe([r["val_accuracy"] for r in rows if r["norm"] == norm]))]
+                     + ([cell(stats.describe([t for _, t in same[norm].values()]))] if same[norm] else [])
+                     + [cell(stats.describe(summary[norm]["final_test_accuracy_per_seed"]))])
+    pairs = [(a, b) for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
+    for (a, b), (name, v, t, *_) in zip(pairs, found):
+        extra = []
+        if same[a] and same[b]:
+            test_by_seed = {n: {seed: scores[1] for seed, scores in same[n].items()} for n in (a, b)}
+            val_by_seed = {n: {seed: scores[0] for seed, scores in same[n].items()} for n in (a, b)}
+            extra = [gap(paired_by_seed(*test_by_seed.values()))]
+            seeds = sorted(set(test_by_seed[a]) & set(test_by_seed[b]))
+            split_effects[name] = (stats.paired([test_by_seed[a][s] - test_by_seed[b][s] for s in seeds],
+                                                [val_by_seed[a][s] - val_by_seed[b][s] for s in seeds]),
+                                   paired_by_seed(*test_by_seed.values()))
+        lines.append([name, gap(v)] + extra + [gap(t)])
+    n_val = found[0][1]["n"]
+    header = ["final accuracy (%), mean (95% CI); differences paired by seed",
+              f"validation split (round 6, {n_val} seeds; 50,000 training images)"]
+    header += ["test set, the same networks (`studies/splits.py`)"] if split_effects else []
+    header += [f"test set (seeds study, {found[0][2]['n']} seeds; 60,000 training images)"]
+    table = markdown_table(header, lines)
+    gaps = [f"{name} {gap(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in splits_disagree(found)]
     apart = [name for name, _, p in splits_disagree(found) if p < 0.05]
-    return (f"{table}\n\nEach difference on the test set minus the same difference on the validation split "
-            f"(Welch's t: the two splits' networks are different runs), with its 95% CI: " + "; ".join(gaps) + ". "
-            + (f"The splits disagree on {', '.join(apart)} (Holm-adjusted p < 0.05): a {found[0][1]['n']}-seed comparison on the "
-               "validation split does not show that difference. This design cannot tell whether the images scored "
-               "or the 10,000 extra training images of the test-set runs make it; either way a search on the "
-               "validation split does not see it." if apart else "The splits agree within noise."))
+    text = (f"{table}\n\nEach difference on the test set (60,000 training images) minus the same difference on the "
+            f"validation split (Welch's t: different runs), 95% CI: " + "; ".join(gaps) + ". "
+            + (f"The two disagree on {', '.join(apart)} (Holm-adjusted p < 0.05); they differ both in the images "
+               "scored and in the training set's size." if apart else "They agree within noise."))
+    if not split_effects:
+        return text + " `python studies/splits.py` scores the validation networks on the test set too."
+    effects = "; ".join(f"{name} {gap(effect)}" for name, (effect, _) in split_effects.items())
+    text += (f"\n\nThe same networks scored on both (`studies/splits.py`), the difference on the test set minus "
+             f"on the validation split, paired by seed: {effects}.")
+    for name in apart:
+        effect, at_50k = split_effects[name]
+        if effect["ci"][0] > 0 or effect["ci"][1] < 0:
+            text += f" For {name} the images scored make a difference on the same networks."
+        else:
+            text += (f" For {name} the same networks' difference is {gap(at_50k)} on the test set, and the images "
+                     f"scored change it within noise: {n_val} seeds cannot tell whether the images scored or the "
+                     "10,000 extra training images make the seeds study's gap.")
+    return text + " " + provenance(read_json(images("splits.json")), "Scored by")
 
 
 def notebook_repo_url():
@@ -616,7 +649,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
     "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
     "search": "python studies/search.py",
-    "validation_table": "python studies/search.py --rounds 6",
+    "validation_table": "python studies/search.py --rounds 6 && python studies/splits.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }

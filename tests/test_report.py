@@ -153,3 +153,25 @@ def test_comparisons_add_the_validation_split_when_round_6_has_run(tmp_path, mon
     assert "3 seeds): the CI excludes 0 for BatchNorm − GroupNorm, LayerNorm − GroupNorm" in text
     table = report.section_validation_table()
     assert "| BatchNorm − GroupNorm | −0.10 (−0.10 to −0.10) |" in table and "Welch" in table
+
+
+def test_validation_table_pairs_the_same_networks_across_the_splits(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(ROOT, "Images"), tmp_path / "Images")
+    (tmp_path / "studies").mkdir()
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    search, splits = ["round,candidate,norm,seed,val_accuracy"], ["norm,seed,val_accuracy,test_accuracy"]
+    for norm in "BLG":
+        for seed in (1, 2, 3):
+            val = 99.4 + seed / 100
+            test = val + (0.1 if norm == "B" else 0.0)  # on the test set B gains 0.1 on every seed
+            search.append(f'6,"{report.CHECK}",{norm},{seed},{val}')
+            splits.append(f"{norm},{seed},{val},{test}")
+    (tmp_path / "studies" / "search.csv").write_text("\n".join(search) + "\n")
+    (tmp_path / "Images" / "splits.csv").write_text("\n".join(splits) + "\n")
+    (tmp_path / "Images" / "splits.json").write_text(json.dumps(
+        dict(parameters=dict(runs=9, trained_runs=0, sweep_seconds=1.0, command="studies/splits.py"),
+             device="CPU: test", torch="2.x", git_commit="abcdef0")))
+    text = report.section_validation_table()
+    assert "| test set, the same networks (`studies/splits.py`) |" in text
+    assert "paired by seed: BatchNorm − LayerNorm +0.10 (+0.10 to +0.10); BatchNorm − GroupNorm +0.10" in text
+    assert "Tabulated by `studies/splits.py` from its 9 runs" in text

@@ -1,0 +1,44 @@
+"""Why does BatchNorm trail GroupNorm on the test set but not on the validation split?
+
+    python studies/splits.py     # the recipe on the first 50,000 training images, 10 seeds per norm
+
+Search round 6 (studies/search.py) trains the recipe on the first 50,000 training images and
+scores the last 10,000: there the norms are level, while the seeds study (all 60,000 images,
+scored on the test set) finds BatchNorm below GroupNorm. The two differ in the images scored and
+in the training set's size. This takes round 6's networks (the same runs: from runs/, or trained
+here if missing) and scores each on the MNIST test set too, so that every network has both
+scores and the comparison between the splits is paired network by network, at one training size.
+
+Writes Images/splits.csv (norm, seed, val_accuracy, test_accuracy: the final epoch's network)
+and Images/splits.json (what produced it).
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import data  # noqa: E402
+import utils  # noqa: E402
+from model import NORMS  # noqa: E402
+from studies import common  # noqa: E402
+
+COLUMNS = ["norm", "seed", "val_accuracy", "test_accuracy"]
+
+
+def main():
+    args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    runs = [dict(norm=norm, seed=seed, validation=True) for norm in NORMS for seed in args.seeds]
+    pairs, _, info = common.sweep(runs, args)
+    device = utils.resolve_device(args.device)
+    _, _, test_x, test_y = data.load_tensors(os.path.join(common.ROOT, "data"), device, test_limit=args.test_limit)
+    rows = [[run["norm"], run["seed"], history["test_accuracy"][-1], utils.evaluate(model.to(device), test_x, test_y)[1]]
+            for run, (model, history) in zip(runs, pairs)]  # history's "test" is the validation split here
+    common.write_csv(os.path.join(args.images, "splits.csv"), COLUMNS, rows)
+    data.atomic_write(os.path.join(args.images, "splits.json"), json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote splits.csv and splits.json in {args.images}")
+
+
+if __name__ == "__main__":
+    main()

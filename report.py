@@ -169,7 +169,7 @@ def provenance(info, what):
         took = f" in {seconds / 60:.1f} min"
     elif seconds and trained == 0:  # nothing trained in this call: say where the table came from
         each = f" ({each.lstrip(', ')})" if each else ""
-        return (f"Tabulated by `{parameters.get('command')}` from its {parameters['runs']} runs in runs/, trained "
+        return (f"Tabulated by `{parameters.get('command')}` from its {parameters['runs']} cached runs, trained "
                 f"earlier by the same code{each}, on {info['device']} (torch {info['torch']}, "
                 f"commit `{info['git_commit'][:7]}`).")
     elif seconds:

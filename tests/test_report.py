@@ -130,7 +130,7 @@ def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained()
     made = dict(runs=4, sweep_seconds=1.0, command="studies/x.py", mean_run_seconds=90.0)
     assert "in 2.0 min" in report.provenance({**info, "parameters": {**made, "trained_runs": 4, "sweep_seconds": 120.0}}, "Trained by")
     loaded = report.provenance({**info, "parameters": {**made, "trained_runs": 0}}, "Trained by")
-    assert loaded.startswith("Tabulated by `studies/x.py` from its 4 runs in runs/, trained earlier by the same code "
+    assert loaded.startswith("Tabulated by `studies/x.py` from its 4 cached runs, trained earlier by the same code "
                              "(1.5 min per run on average), on CPU: test")
     partly = report.provenance({**info, "parameters": {**made, "trained_runs": 1, "sweep_seconds": 90.0}}, "Trained by")
     assert "(1 of 4 runs trained in that call, 1.5 min; the rest loaded from earlier calls, 1.5 min per run" in partly
@@ -174,4 +174,4 @@ def test_validation_table_pairs_the_same_networks_across_the_splits(tmp_path, mo
     text = report.section_validation_table()
     assert "| test set, the same networks (`studies/splits.py`) |" in text
     assert "paired by seed: BatchNorm − LayerNorm +0.10 (+0.10 to +0.10); BatchNorm − GroupNorm +0.10" in text
-    assert "Tabulated by `studies/splits.py` from its 9 runs" in text
+    assert "Tabulated by `studies/splits.py` from its 9 cached runs" in text

@@ -163,18 +163,17 @@ def provenance(info, what):
     """One sentence saying how a set of results was produced."""
     parameters = info.get("parameters", {})
     seconds, trained = parameters.get("sweep_seconds"), parameters.get("trained_runs", parameters.get("runs"))
-    each = parameters.get("mean_run_seconds")
-    each = f", {each / 60:.1f} min per run on average" if each else ""
+    per_run = parameters.get("mean_run_seconds")
+    per_run = f"{per_run / 60:.1f} min per run on average" if per_run else ""
     if seconds and trained == parameters.get("runs"):
         took = f" in {seconds / 60:.1f} min"
     elif seconds and trained == 0:  # nothing trained in this call: say where the table came from
-        each = f" ({each.lstrip(', ')})" if each else ""
         return (f"Tabulated by `{parameters.get('command')}` from its {parameters['runs']} cached runs, trained "
-                f"earlier by the same code{each}, on {info['device']} (torch {info['torch']}, "
-                f"commit `{info['git_commit'][:7]}`).")
+                f"earlier by the same code{f' ({per_run})' if per_run else ''}, on {info['device']} "
+                f"(torch {info['torch']}, commit `{info['git_commit'][:7]}`).")
     elif seconds:
         took = (f" ({trained} of {parameters['runs']} runs trained in that call, {seconds / 60:.1f} min; the rest "
-                f"loaded from earlier calls{each})")
+                f"loaded from earlier calls{f', {per_run}' if per_run else ''})")
     else:
         took = ""
     return (f"{what} `{parameters.get('command', 'make run')}`{took} on {info['device']} "
@@ -216,8 +215,9 @@ def section_comparisons():
     adjusted = stats.holm([r["p"] for r in results])
     if min(r["n"] for r in results) < 2:
         return "Paired comparisons need at least 2 seeds per variant."
-    found = validation_versus_test() or []
-    validation = {name: v for name, v, *_ in found}
+    scores = split_scores()
+    validation = {name: paired_by_seed(scores["validation"][a], scores["validation"][b])
+                  for a, b, name in NORM_PAIRS} if scores else {}
     rows, real = [], []
     for (a, b), r, p_holm in zip(pairs, results, adjusted):
         name = f"{NORMS[a]} − {NORMS[b]}"
@@ -236,7 +236,7 @@ def section_comparisons():
     if validation:
         clear = [name for name, v in validation.items() if not v["ci"][0] <= 0 <= v["ci"][1]]
         seeds = next(iter(validation.values()))["n"]
-        apart = [name for name, _, p in splits_disagree(found) if p < 0.05]
+        apart = [name for name, _, p in splits_disagree(scores) if p < 0.05]
         words += (f" Last column: trained on 50,000 training images, scored on the last 10,000 ([search round "
                   f"6](studies/README.md#validation-split-against-test-set), {seeds} seeds): "
                   f"{'the CI excludes 0 for ' + ', '.join(clear) if clear else 'every CI includes 0'}"
@@ -504,29 +504,29 @@ def search_choice(rows):
     return text
 
 
-CHECK = "the recipe, 10 seeds"  # search round 6: the chosen recipe on the validation split
+NORM_PAIRS = [(a, b, f"{NORMS[a]} − {NORMS[b]}") for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
 
 
-def check_rows():
-    """search.csv's round-6 rows: the chosen recipe on the validation split."""
+def split_scores():
+    """Final accuracy per norm as {seed: accuracy}: "validation" (search round 6: the recipe on
+    50,000 training images, scored on the last 10,000) and "test" (the seeds study); once
+    studies/splits.py has run, also "same_validation" and "same_test" (round 6's networks scored
+    on both). None when round 6 has not run."""
     from studies.common import read_csv
+    from studies.search import CHECK
 
-    return [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
-
-
-def validation_versus_test():
-    """[(pair name, paired difference on the validation split, on the test set)] for every pair
-    of norms, each over the seeds it has on both sides; None when round 6 has not run."""
-    rows = check_rows()
+    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
     if not rows:
         return None
     summary = read_json(images("summary.json"))
-    validation = {n: {r["seed"]: r["val_accuracy"] for r in rows if r["norm"] == n} for n in NORM_ORDER}
-    test = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in NORM_ORDER}
-    pairs = [(a, b) for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
-    return [(f"{NORMS[a]} − {NORMS[b]}", paired_by_seed(validation[a], validation[b]),
-             paired_by_seed(test[a], test[b]), differences(test, a, b), differences(validation, a, b))
-            for a, b in pairs]
+    scores = {"validation": {n: {r["seed"]: r["val_accuracy"] for r in rows if r["norm"] == n} for n in NORM_ORDER},
+              "test": {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"]))
+                       for n in NORM_ORDER}}
+    if os.path.exists(images("splits.csv")):
+        same = read_csv(images("splits.csv"))
+        for key, column in (("same_validation", "val_accuracy"), ("same_test", "test_accuracy")):
+            scores[key] = {n: {r["seed"]: r[column] for r in same if r["norm"] == n} for n in NORM_ORDER}
+    return scores
 
 
 def differences(by_norm, a, b):
@@ -534,27 +534,26 @@ def differences(by_norm, a, b):
     return [by_norm[a][seed] - by_norm[b][seed] for seed in sorted(set(by_norm[a]) & set(by_norm[b]))]
 
 
-def splits_disagree(found):
+def splits_disagree(scores):
     """[(pair name, Welch comparison of its per-seed test differences with its validation ones,
     Holm-adjusted p over the pairs)]; a pair whose adjusted p is below 0.05 differs between the splits."""
     from studies import stats
 
-    welch = [(name, stats.welch(test, validation)) for name, _, _, test, validation in found]
+    welch = [(name, stats.welch(differences(scores["test"], a, b), differences(scores["validation"], a, b)))
+             for a, b, name in NORM_PAIRS]
     return [(name, w, p) for (name, w), p in zip(welch, stats.holm([w["p"] for _, w in welch]))]
 
 
 def section_validation_table():
     """The norms on the validation split and the test set, per norm and paired; with
-    studies/splits.py, the validation networks scored on the test set too."""
+    studies/splits.py, round 6's networks scored on the test set too."""
     from studies import stats
-    from studies.common import read_csv
 
-    found = validation_versus_test()
-    if found is None:
+    scores = split_scores()
+    if scores is None:
         return "*Not run yet: `python studies/search.py --rounds 6` makes it.*"
-    rows, summary = check_rows(), read_json(images("summary.json"))
-    same = read_csv(images("splits.csv")) if os.path.exists(images("splits.csv")) else []
-    same = {n: {r["seed"]: (r["val_accuracy"], r["test_accuracy"]) for r in same if r["norm"] == n} for n in NORM_ORDER}
+    columns = ["validation"] + (["same_test"] if "same_test" in scores else []) + ["test"]
+    summary = read_json(images("summary.json"))
 
     def cell(d):
         return f"{d['mean']:.2f} ({interval(d['ci'])})"
@@ -562,45 +561,36 @@ def section_validation_table():
     def gap(d):
         return f"{signed(d['mean'])} ({interval(d['ci'], sign=True)})"
 
-    lines, split_effects = [], {}
-    for norm in NORM_ORDER:
-        lines.append([summary[norm]["name"], cell(stats.describe([r["val_accuracy"] for r in rows if r["norm"] == norm]))]
-                     + ([cell(stats.describe([t for _, t in same[norm].values()]))] if same[norm] else [])
-                     + [cell(stats.describe(summary[norm]["final_test_accuracy_per_seed"]))])
-    pairs = [(a, b) for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
-    for (a, b), (name, v, t, *_) in zip(pairs, found):
-        extra = []
-        if same[a] and same[b]:
-            test_by_seed = {n: {seed: scores[1] for seed, scores in same[n].items()} for n in (a, b)}
-            val_by_seed = {n: {seed: scores[0] for seed, scores in same[n].items()} for n in (a, b)}
-            extra = [gap(paired_by_seed(*test_by_seed.values()))]
-            seeds = sorted(set(test_by_seed[a]) & set(test_by_seed[b]))
-            split_effects[name] = (stats.paired([test_by_seed[a][s] - test_by_seed[b][s] for s in seeds],
-                                                [val_by_seed[a][s] - val_by_seed[b][s] for s in seeds]),
-                                   paired_by_seed(*test_by_seed.values()))
-        lines.append([name, gap(v)] + extra + [gap(t)])
-    n_val = found[0][1]["n"]
+    lines = [[summary[n]["name"], *(cell(stats.describe(list(scores[c][n].values()))) for c in columns)]
+             for n in NORM_ORDER]
+    lines += [[name, *(gap(paired_by_seed(scores[c][a], scores[c][b])) for c in columns)] for a, b, name in NORM_PAIRS]
+    n_val, n_test = len(scores["validation"]["B"]), len(scores["test"]["B"])
     header = ["final accuracy (%), mean (95% CI); differences paired by seed",
               f"validation split (round 6, {n_val} seeds; 50,000 training images)"]
-    header += ["test set, the same networks (`studies/splits.py`)"] if split_effects else []
-    header += [f"test set (seeds study, {found[0][2]['n']} seeds; 60,000 training images)"]
+    header += ["test set, the same networks (`studies/splits.py`)"] if "same_test" in scores else []
+    header += [f"test set (seeds study, {n_test} seeds; 60,000 training images)"]
     table = markdown_table(header, lines)
-    gaps = [f"{name} {gap(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in splits_disagree(found)]
-    apart = [name for name, _, p in splits_disagree(found) if p < 0.05]
+    disagree = splits_disagree(scores)
+    gaps = [f"{name} {gap(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in disagree]
+    apart = [name for name, _, p in disagree if p < 0.05]
     text = (f"{table}\n\nEach difference on the test set (60,000 training images) minus the same difference on the "
             f"validation split (Welch's t: different runs), 95% CI: " + "; ".join(gaps) + ". "
             + (f"The two disagree on {', '.join(apart)} (Holm-adjusted p < 0.05); they differ both in the images "
                "scored and in the training set's size." if apart else "They agree within noise."))
-    if not split_effects:
+    if "same_test" not in scores:
         return text + " `python studies/splits.py` scores the validation networks on the test set too."
-    effects = "; ".join(f"{name} {gap(effect)}" for name, (effect, _) in split_effects.items())
+    effects = {name: stats.paired(differences(scores["same_test"], a, b), differences(scores["same_validation"], a, b))
+               for a, b, name in NORM_PAIRS}
     text += (f"\n\nThe same networks scored on both (`studies/splits.py`), the difference on the test set minus "
-             f"on the validation split, paired by seed: {effects}.")
-    for name in apart:
-        effect, at_50k = split_effects[name]
-        if effect["ci"][0] > 0 or effect["ci"][1] < 0:
+             f"on the validation split, paired by seed: " + "; ".join(f"{name} {gap(e)}" for name, e in effects.items())
+             + ".")
+    for a, b, name in NORM_PAIRS:
+        if name not in apart:
+            continue
+        if effects[name]["ci"][0] > 0 or effects[name]["ci"][1] < 0:
             text += f" For {name} the images scored make a difference on the same networks."
         else:
+            at_50k = paired_by_seed(scores["same_test"][a], scores["same_test"][b])
             text += (f" For {name} the same networks' difference is {gap(at_50k)} on the test set, and the images "
                      f"scored change it within noise: {n_val} seeds cannot tell whether the images scored or the "
                      "10,000 extra training images make the seeds study's gap.")

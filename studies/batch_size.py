@@ -16,7 +16,6 @@ Images/batch_size.png.
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -26,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import utils  # noqa: E402
-from data import atomic_write  # noqa: E402
 from model import NORMS  # noqa: E402
 from studies import common  # noqa: E402
 
@@ -106,7 +104,7 @@ def main():
     common.write_csv(os.path.join(args.images, "batch_size.csv"), COLUMNS, table)
     recipe = utils.RunConfig(norm="B", **common.settings(args))
     info["recipe"] = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("norm", "seed")}
-    atomic_write(os.path.join(args.images, "batch_size.json"), json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    common.write_json(os.path.join(args.images, "batch_size.json"), info)
     draw(args.images)
     print(f"wrote batch_size.csv, batch_size.json and batch_size.png in {args.images}")
 

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import io
+import json
 import os
 import sys
 import time
@@ -67,6 +68,11 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write(path, out.getvalue())
+
+
+def write_json(path, value):
+    """A JSON file (indented, non-ASCII kept as is), written atomically."""
+    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
 def read_csv(path):

@@ -9,17 +9,16 @@ round's rows in studies/search.csv (final epoch, one row per run), and studies/s
 records each round's device, time and commit; studies/README.md tabulates them.
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import atomic_write  # noqa: E402
 from model import count_parameters  # noqa: E402
 from studies import common  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHECK = "the recipe, 10 seeds"  # round 6: the chosen recipe under its own name, a check and not a candidate
 BASE = "c14 c14 p v14 v14 c14"  # the 7,850-parameter network the project started from
 # The recipe the search started from, explicit, so that the defaults it led to don't change it.
 START = dict(layout=BASE, elastic=0.0)
@@ -40,7 +39,7 @@ CANDIDATES = {
     "elastic 30": dict(START, elastic=30.0),
     "elastic 12": dict(START, elastic=12.0),
     "elastic 20, weight decay 0.01": dict(START, elastic=20.0, weight_decay=0.01),
-    "the recipe, 10 seeds": dict(START, elastic=20.0),  # elastic 20 under its own name: a check, not a candidate
+    CHECK: dict(START, elastic=20.0),
 }
 # Round 1 screened with two seeds per norm; later rounds follow what it showed.
 ROUNDS = {
@@ -59,7 +58,7 @@ ROUNDS = {
     # option went with it, so that round can only be rerun from that commit.
     # Round 6, a check after the choice: the chosen recipe with 10 seeds per norm, to compare the
     # norms on the validation split with the seeds study's comparisons on the test set.
-    6: dict(candidates=["the recipe, 10 seeds"], seeds=list(range(1, 11))),
+    6: dict(candidates=[CHECK], seeds=list(range(1, 11))),
 }
 # What the search chose: the recipe's defaults (config.RunConfig) are START with these changes.
 CHOSEN = "elastic 20"
@@ -88,9 +87,9 @@ def main():
         kept = [[r.get(c, "") for c in COLUMNS] for r in (common.read_csv(csv_path) if os.path.exists(csv_path) else [])
                 if r["round"] != number]
         common.write_csv(csv_path, COLUMNS, sorted(kept + rows, key=lambda r: int(r[0])))
-        rounds = json.load(open(json_path)) if os.path.exists(json_path) else {}
+        rounds = common.read_json(json_path) if os.path.exists(json_path) else {}
         rounds[str(number)] = {**info, "candidates": {n: CANDIDATES[n] for n in round_["candidates"]}}
-        atomic_write(json_path, json.dumps(rounds, indent=1, ensure_ascii=False) + "\n")
+        common.write_json(json_path, rounds)
         print(f"round {number}: wrote its rows to studies/search.csv")
 
 

@@ -13,7 +13,6 @@ Writes Images/splits.csv (norm, seed, val_accuracy, test_accuracy: the final epo
 and Images/splits.json (what produced it).
 """
 
-import json
 import os
 import sys
 
@@ -22,21 +21,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import utils  # noqa: E402
 from model import NORMS  # noqa: E402
-from studies import common  # noqa: E402
+from studies import common, search  # noqa: E402
 
 COLUMNS = ["norm", "seed", "val_accuracy", "test_accuracy"]
 
 
 def main():
     args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
-    runs = [dict(norm=norm, seed=seed, validation=True) for norm in NORMS for seed in args.seeds]
+    runs = [dict(norm=norm, seed=seed, validation=True, **search.CANDIDATES[search.CHECK])
+            for norm in NORMS for seed in args.seeds]  # round 6's runs
     pairs, _, info = common.sweep(runs, args)
     device = utils.resolve_device(args.device)
     _, _, test_x, test_y = data.load_tensors(os.path.join(common.ROOT, "data"), device, test_limit=args.test_limit)
     rows = [[run["norm"], run["seed"], history["test_accuracy"][-1], utils.evaluate(model.to(device), test_x, test_y)[1]]
             for run, (model, history) in zip(runs, pairs)]  # history's "test" is the validation split here
     common.write_csv(os.path.join(args.images, "splits.csv"), COLUMNS, rows)
-    data.atomic_write(os.path.join(args.images, "splits.json"), json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    common.write_json(os.path.join(args.images, "splits.json"), info)
     print(f"wrote splits.csv and splits.json in {args.images}")
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import report
-from studies import stats
+from studies import search, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,8 +108,6 @@ def test_committed_results_were_trained_with_the_current_recipe(summary):
 
 
 def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_its_own_networks():
-    from studies import search
-
     rows = []
     for seed, (base, chosen, before, after) in enumerate([(99.30, 99.40, 99.41, 99.51), (99.32, 99.36, 99.36, 99.56),
                                                           (99.34, 99.44, 99.44, 99.74)], start=1):
@@ -143,7 +141,7 @@ def test_comparisons_add_the_validation_split_when_round_6_has_run(tmp_path, mon
     header = "round,candidate,norm,seed,val_accuracy\n"
     (tmp_path / "studies" / "search.csv").write_text(header + "1,base,B,1,99.0\n")
     assert "validation split" not in report.section_comparisons()  # round 6 not run: no column
-    rows = [f"6,\"{report.CHECK}\",{norm},{seed},{99.4 + (0.1 if norm == 'G' else 0) + seed / 100}"
+    rows = [f"6,\"{search.CHECK}\",{norm},{seed},{99.4 + (0.1 if norm == 'G' else 0) + seed / 100}"
             for norm in "BLG" for seed in (1, 2, 3)]  # G exactly 0.1 above B and L on every seed
     (tmp_path / "studies" / "search.csv").write_text(header + "\n".join(rows) + "\n")
     text = report.section_comparisons()
@@ -159,14 +157,14 @@ def test_validation_table_pairs_the_same_networks_across_the_splits(tmp_path, mo
     shutil.copytree(os.path.join(ROOT, "Images"), tmp_path / "Images")
     (tmp_path / "studies").mkdir()
     monkeypatch.setattr(report, "ROOT", str(tmp_path))
-    search, splits = ["round,candidate,norm,seed,val_accuracy"], ["norm,seed,val_accuracy,test_accuracy"]
+    search_rows, splits = ["round,candidate,norm,seed,val_accuracy"], ["norm,seed,val_accuracy,test_accuracy"]
     for norm in "BLG":
         for seed in (1, 2, 3):
             val = 99.4 + seed / 100
             test = val + (0.1 if norm == "B" else 0.0)  # on the test set B gains 0.1 on every seed
-            search.append(f'6,"{report.CHECK}",{norm},{seed},{val}')
+            search_rows.append(f'6,"{search.CHECK}",{norm},{seed},{val}')
             splits.append(f"{norm},{seed},{val},{test}")
-    (tmp_path / "studies" / "search.csv").write_text("\n".join(search) + "\n")
+    (tmp_path / "studies" / "search.csv").write_text("\n".join(search_rows) + "\n")
     (tmp_path / "Images" / "splits.csv").write_text("\n".join(splits) + "\n")
     (tmp_path / "Images" / "splits.json").write_text(json.dumps(
         dict(parameters=dict(runs=9, trained_runs=0, sweep_seconds=1.0, command="studies/splits.py"),

@@ -493,6 +493,7 @@ def search_choice(rows):
             f"p = {r['p']:.2g}). "
             + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
                else "The CI excludes 0."))
+    text += against_text(rows, runs)
     within = [r for r in rows if r.get("val_accuracy_before_precise_bn", "") != ""]
     for name in dict.fromkeys(r["candidate"] for r in within):
         mine = [r for r in within if r["candidate"] == name]
@@ -501,6 +502,30 @@ def search_choice(rows):
                  f"was scored before and after precise BN (running statistics recomputed on the clean training "
                  f"images): {signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
                  + (", within noise." if r["ci"][0] <= 0 <= r["ci"][1] else "."))
+    return text
+
+
+def against_text(rows, runs):
+    """Each candidate of a round that names what it is `against` (search.ROUNDS), paired with
+    that candidate over the (norm, seed) runs they share, and whether it met the round's rule:
+    adopted only if the paired gain's 95% CI excludes 0."""
+    from studies import stats
+    from studies.search import ROUNDS
+
+    text = ""
+    for number, round_ in sorted(ROUNDS.items()):
+        if "against" not in round_ or not any(r["round"] == number for r in rows):
+            continue
+        against = runs(round_["against"])
+        for name in round_["candidates"]:
+            mine = runs(name)
+            shared = sorted(set(mine) & set(against))
+            r = stats.paired([mine[k] for k in shared], [against[k] for k in shared])
+            met = r["ci"][0] > 0
+            text += (f"\n\n**{'Met the rule' if met else 'Not adopted'}: {name}** (round {number}), paired with "
+                     f"{round_['against']} over the {len(shared)} runs (norm, seed) they share: "
+                     f"{signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
+                     + ("; its CI excludes 0." if met else "; the round's rule asked for a CI above 0."))
     return text
 
 

@@ -123,6 +123,23 @@ def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_it
     assert ": +0.200 points (95% CI" in text
 
 
+def test_a_round_against_a_candidate_is_paired_with_it_and_judged_by_its_rule(monkeypatch):
+    monkeypatch.setattr(search, "ROUNDS", {7: dict(candidates=["up", "level"], seeds=[1, 2, 3], norms="B",
+                                                   against="check")})
+    rows = []
+    for seed, (check, up, level) in enumerate([(99.40, 99.50, 99.45), (99.42, 99.54, 99.37), (99.44, 99.52, 99.44)],
+                                              start=1):
+        rows += [dict(round=6, candidate="check", norm="B", seed=seed, val_accuracy=check),
+                 dict(round=7, candidate="up", norm="B", seed=seed, val_accuracy=up),
+                 dict(round=7, candidate="level", norm="B", seed=seed, val_accuracy=level)]
+    text = report.against_text(rows, lambda name: {(r["norm"], r["seed"]): r["val_accuracy"]
+                                                   for r in rows if r["candidate"] == name})
+    # up − check: +0.10, +0.12, +0.08 (CI above 0); level − check: +0.05, −0.05, 0.00
+    assert "**Met the rule: up** (round 7), paired with check over the 3 runs (norm, seed) they share: +0.100" in text
+    assert "**Not adopted: level** (round 7)" in text and ": +0.000 points" in text
+    assert report.against_text([r for r in rows if r["round"] == 6], lambda name: {}) == ""  # round 7 not run yet
+
+
 def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained():
     info = dict(device="CPU: test", torch="2.x", git_commit="abcdef0123")
     made = dict(runs=4, sweep_seconds=1.0, command="studies/x.py", mean_run_seconds=90.0)

@@ -1,6 +1,6 @@
 """The headline: every norm trained with the same recipe over many seeds, final epoch.
 
-    python studies/seeds.py              # 3 norms x seeds 1-10, 20 epochs; resumes from runs/
+    python studies/seeds.py              # 3 norms x seeds 1-20, 20 epochs; resumes from runs/
 
 Writes Images/seeds.csv (one row per run), Images/history.csv (every epoch of every run),
 Images/summary.json (per variant, with every seed's final accuracy in seed order, and what
@@ -60,7 +60,7 @@ def draw(images):
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
     if args.figures:
         return draw(args.images)
     runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]

@@ -180,7 +180,7 @@ def plot(rows):
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
     if args.figures:
         return utils.save_figure(plot(common.read_csv(os.path.join(args.images, "shift.csv"))),
                                  os.path.join(args.images, "shift.png"))

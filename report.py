@@ -493,7 +493,6 @@ def search_choice(rows):
             f"p = {r['p']:.2g}). "
             + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
                else "The CI excludes 0."))
-    text += against_text(rows, runs)
     within = [r for r in rows if r.get("val_accuracy_before_precise_bn", "") != ""]
     for name in dict.fromkeys(r["candidate"] for r in within):
         mine = [r for r in within if r["candidate"] == name]
@@ -502,7 +501,7 @@ def search_choice(rows):
                  f"was scored before and after precise BN (running statistics recomputed on the clean training "
                  f"images): {signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
                  + (", within noise." if r["ci"][0] <= 0 <= r["ci"][1] else "."))
-    return text
+    return text + against_text(rows, runs)
 
 
 def against_text(rows, runs):
@@ -522,8 +521,8 @@ def against_text(rows, runs):
             shared = sorted(set(mine) & set(against))
             r = stats.paired([mine[k] for k in shared], [against[k] for k in shared])
             met = r["ci"][0] > 0
-            text += (f"\n\n**{'Met the rule' if met else 'Not adopted'}: {name}** (round {number}), paired with "
-                     f"{round_['against']} over the {len(shared)} runs (norm, seed) they share: "
+            text += (f"\n\n**{'Met the rule' if met else 'Not adopted'}: {name}** (round {number}), paired over the "
+                     f"{len(shared)} runs (norm, seed) it shares with *{round_['against']}*: "
                      f"{signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
                      + ("; its CI excludes 0." if met else "; the round's rule asked for a CI above 0."))
     return text

@@ -1,6 +1,6 @@
 """Why does BatchNorm trail GroupNorm on the test set but not on the validation split?
 
-    python studies/splits.py     # the recipe on the first 50,000 training images, 10 seeds per norm
+    python studies/splits.py     # the recipe on the first 50,000 training images, 20 seeds per norm
 
 Search round 6 (studies/search.py) trains the recipe on the first 50,000 training images and
 scores the last 10,000: there the norms are level, while the seeds study (all 60,000 images,
@@ -27,7 +27,7 @@ COLUMNS = ["norm", "seed", "val_accuracy", "test_accuracy"]
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 11))).parse_args()
+    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
     runs = [dict(norm=norm, seed=seed, validation=True, **search.CANDIDATES[search.CHECK])
             for norm in NORMS for seed in args.seeds]  # round 6's runs
     pairs, _, info = common.sweep(runs, args)

@@ -135,7 +135,7 @@ def test_a_round_against_a_candidate_is_paired_with_it_and_judged_by_its_rule(mo
     text = report.against_text(rows, lambda name: {(r["norm"], r["seed"]): r["val_accuracy"]
                                                    for r in rows if r["candidate"] == name})
     # up − check: +0.10, +0.12, +0.08 (CI above 0); level − check: +0.05, −0.05, 0.00
-    assert "**Met the rule: up** (round 7), paired with check over the 3 runs (norm, seed) they share: +0.100" in text
+    assert "**Met the rule: up** (round 7), paired over the 3 runs (norm, seed) it shares with *check*: +0.100" in text
     assert "**Not adopted: level** (round 7)" in text and ": +0.000 points" in text
     assert report.against_text([r for r in rows if r["round"] == 6], lambda name: {}) == ""  # round 7 not run yet
 

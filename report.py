@@ -446,7 +446,7 @@ def section_recipe():
             f"- **Recipe** (`RunConfig`'s defaults): {c.optimizer.replace('adamw', 'AdamW')} with weight decay "
             f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
             f"rotation up to {c.rotation:g}°, shift up to {c.translation * 28:.1f} px and elastic distortion "
-            f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px) batched on the device; cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
+            f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px); cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
             f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}.")
 
 

@@ -231,7 +231,7 @@ def section_comparisons():
     header = ["difference (same seeds)", "mean", "95% CI", "p (paired t-test)", f"p (Holm, {len(pairs)} tests)",
               "verdict"] + (["validation split (95% CI)"] if validation else [])
     table = markdown_table(header, rows, align="lrrrrl" + "r" * bool(validation))
-    words = ("No difference between the norms is larger than the seed-to-seed noise." if not real else
+    words = (f"No difference between the norms survives Holm's correction for {len(pairs)} tests." if not real else
              f"Beyond the noise (Holm-adjusted p < 0.05): {', '.join(real)}; the rest is within noise.")
     if validation:
         clear = [name for name, v in validation.items() if not v["ci"][0] <= 0 <= v["ci"][1]]
@@ -505,9 +505,9 @@ def search_choice(rows):
 
 
 def against_text(rows, runs):
-    """Each candidate of a round that names what it is `against` (search.ROUNDS), paired with
-    that candidate over the (norm, seed) runs they share, and whether it met the round's rule:
-    adopted only if the paired gain's 95% CI excludes 0."""
+    """Each candidate of a round that names what it is `against` (search.ROUNDS), paired seed by
+    seed with that candidate's runs of the same norm, and judged by the round's rule: adopted only
+    if the paired gain's 95% CI lies above 0."""
     from studies import stats
     from studies.search import ROUNDS
 
@@ -516,15 +516,21 @@ def against_text(rows, runs):
         if "against" not in round_ or not any(r["round"] == number for r in rows):
             continue
         against = runs(round_["against"])
+        where = sorted({r["round"] for r in rows if r["candidate"] == round_["against"]})
         for name in round_["candidates"]:
             mine = runs(name)
             shared = sorted(set(mine) & set(against))
+            if len(shared) < 2:
+                text += f"\n\n**{name}** (round {number}): fewer than 2 runs to pair with {round_['against']}."
+                continue
             r = stats.paired([mine[k] for k in shared], [against[k] for k in shared])
-            met = r["ci"][0] > 0
-            text += (f"\n\n**{'Met the rule' if met else 'Not adopted'}: {name}** (round {number}), paired over the "
-                     f"{len(shared)} runs (norm, seed) it shares with *{round_['against']}*: "
-                     f"{signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
-                     + ("; its CI excludes 0." if met else "; the round's rule asked for a CI above 0."))
+            low, high = r["ci"]
+            verdict, outcome = (("Met the rule", "above 0") if low > 0 else
+                                ("Not adopted", "below 0: lower") if high < 0 else
+                                ("Not adopted", "includes 0: within noise"))
+            text += (f"\n\n**{verdict}: {name}** (round {number}): {signed(r['mean'], 3)} points of validation "
+                     f"accuracy against round {', '.join(map(str, where))}'s runs of the same norm and seed "
+                     f"({len(shared)} pairs); 95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}, {outcome}.")
     return text
 
 
@@ -617,7 +623,7 @@ def section_validation_table():
             at_50k = paired_by_seed(scores["same_test"][a], scores["same_test"][b])
             text += (f" For {name} the same networks' difference is {gap(at_50k)} on the test set, and the images "
                      f"scored change it within noise: {n_val} seeds cannot tell whether the images scored or the "
-                     "10,000 extra training images make the seeds study's gap.")
+                     "10,000 extra training images make the splits disagree.")
     return text + " " + provenance(read_json(images("splits.json")), "Scored by")
 
 

@@ -4,7 +4,8 @@
 
 Every run trains on the first 50,000 training images and is scored on the last 10,000
 (RunConfig(validation=True)); the test set is never scored. A candidate is a set of RunConfig
-fields applied to all three norms (λ stays BatchNorm's only). Each round's rows replace that
+fields applied to all three norms (λ stays BatchNorm's only), or to BatchNorm alone in a round
+that says so (its `norms`). Each round's rows replace that
 round's rows in studies/search.csv (final epoch, one row per run), and studies/search.json
 records each round's device, time and commit; studies/README.md tabulates them.
 """
@@ -63,7 +64,8 @@ ROUNDS = {
     6: dict(candidates=[CHECK], seeds=list(range(1, 21))),
     # Round 7: BatchNorm's L1 weight (the recipe's λ is 1e-5), BatchNorm only, paired seed by seed
     # with round 6's BatchNorm networks (seeds 1-10). Decided before it ran: a λ replaces 1e-5 only if its paired
-    # gain's 95% CI excludes 0, since adopting it means retraining every BatchNorm run of the studies.
+    # gain's 95% CI excludes 0 (a gain: the CI lies above 0), since adopting it means retraining every
+    # BatchNorm run of the studies.
     7: dict(candidates=["λ 3e-6", "λ 3e-5"], seeds=list(range(1, 11)), norms="B", against=CHECK),
 }
 # What the search chose: the recipe's defaults (config.RunConfig) are START with these changes.

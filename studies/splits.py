@@ -4,8 +4,8 @@
 
 Search round 6 (studies/search.py) trains the recipe on the first 50,000 training images and
 scores the last 10,000: there the norms are level, while the seeds study (all 60,000 images,
-scored on the test set) puts BatchNorm below GroupNorm, and the two splits' differences disagree
-(studies/README.md has the numbers). The two differ in the images scored and
+scored on the test set) has BatchNorm's mean below GroupNorm's, and the two splits' differences
+disagree (studies/README.md has the numbers). The two differ in the images scored and
 in the training set's size. This takes round 6's networks (the same runs: from runs/, or trained
 here if missing) and scores each on the MNIST test set too, so that every network has both
 scores and the comparison between the splits is paired network by network, at one training size.

@@ -123,21 +123,25 @@ def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_it
     assert ": +0.200 points (95% CI" in text
 
 
-def test_a_round_against_a_candidate_is_paired_with_it_and_judged_by_its_rule(monkeypatch):
-    monkeypatch.setattr(search, "ROUNDS", {7: dict(candidates=["up", "level"], seeds=[1, 2, 3], norms="B",
+def test_a_round_against_a_candidate_is_paired_with_it_by_seed_and_judged_by_its_rule(monkeypatch):
+    monkeypatch.setattr(search, "ROUNDS", {7: dict(candidates=["up", "level", "down"], seeds=[1, 2, 3], norms="B",
                                                    against="check")})
-    rows = []
-    for seed, (check, up, level) in enumerate([(99.40, 99.50, 99.45), (99.42, 99.54, 99.37), (99.44, 99.52, 99.44)],
-                                              start=1):
-        rows += [dict(round=6, candidate="check", norm="B", seed=seed, val_accuracy=check),
-                 dict(round=7, candidate="up", norm="B", seed=seed, val_accuracy=up),
-                 dict(round=7, candidate="level", norm="B", seed=seed, val_accuracy=level)]
+    # the check has two more seeds, listed first; seed by seed, "up" is always 0.08-0.12 above it, though
+    # its values overlap the check's spread (so only pairing by seed shows it), "down" always below
+    check = {5: 99.60, 4: 99.20, 1: 99.30, 2: 99.50, 3: 99.40}
+    rows = [dict(round=6, candidate="check", norm="B", seed=seed, val_accuracy=v) for seed, v in check.items()]
+    for seed, (up, level, down) in {1: (0.10, 0.05, -0.10), 2: (0.12, -0.05, -0.12), 3: (0.08, 0.0, -0.08)}.items():
+        rows += [dict(round=7, candidate=name, norm="B", seed=seed, val_accuracy=check[seed] + delta)
+                 for name, delta in (("up", up), ("level", level), ("down", down))]
     text = report.against_text(rows, lambda name: {(r["norm"], r["seed"]): r["val_accuracy"]
                                                    for r in rows if r["candidate"] == name})
-    # up − check: +0.10, +0.12, +0.08 (CI above 0); level − check: +0.05, −0.05, 0.00
-    assert "**Met the rule: up** (round 7), paired over the 3 runs (norm, seed) it shares with *check*: +0.100" in text
-    assert "**Not adopted: level** (round 7)" in text and ": +0.000 points" in text
+    assert "**Met the rule: up** (round 7): +0.100 points of validation accuracy against round 6's runs of the " \
+           "same norm and seed (3 pairs); 95% CI +0.050 to +0.150" in text
+    assert "**Not adopted: level** (round 7): +0.000 points" in text and "includes 0: within noise." in text
+    assert "**Not adopted: down** (round 7): −0.100 points" in text and "below 0: lower." in text
     assert report.against_text([r for r in rows if r["round"] == 6], lambda name: {}) == ""  # round 7 not run yet
+    alone = report.against_text([r for r in rows if r["candidate"] != "check"], lambda name: {})
+    assert "fewer than 2 runs to pair with check" in alone
 
 
 def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained():

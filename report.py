@@ -481,10 +481,7 @@ def search_choice(rows):
     from studies import stats
     from studies.search import CHOSEN
 
-    def runs(name):
-        return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
-
-    chosen, base = runs(CHOSEN), runs("base")
+    chosen, base = candidate_scores(rows, CHOSEN), candidate_scores(rows, "base")
     shared = sorted(set(chosen) & set(base))
     r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
     text = (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
@@ -501,10 +498,15 @@ def search_choice(rows):
                  f"was scored before and after precise BN (running statistics recomputed on the clean training "
                  f"images): {signed(r['mean'], 3)} points (95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g})"
                  + (", within noise." if r["ci"][0] <= 0 <= r["ci"][1] else "."))
-    return text + against_text(rows, runs)
+    return text + against_text(rows)
 
 
-def against_text(rows, runs):
+def candidate_scores(rows, name):
+    """{(norm, seed): validation accuracy} of one search candidate's runs."""
+    return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
+
+
+def against_text(rows):
     """Each candidate of a round that names what it is `against` (search.ROUNDS), paired seed by
     seed with that candidate's runs of the same norm, and judged by the round's rule: adopted only
     if the paired gain's 95% CI lies above 0."""
@@ -515,10 +517,10 @@ def against_text(rows, runs):
     for number, round_ in sorted(ROUNDS.items()):
         if "against" not in round_ or not any(r["round"] == number for r in rows):
             continue
-        against = runs(round_["against"])
+        against = candidate_scores(rows, round_["against"])
         where = sorted({r["round"] for r in rows if r["candidate"] == round_["against"]})
         for name in round_["candidates"]:
-            mine = runs(name)
+            mine = candidate_scores(rows, name)
             shared = sorted(set(mine) & set(against))
             if len(shared) < 2:
                 text += f"\n\n**{name}** (round {number}): fewer than 2 runs to pair with {round_['against']}."

@@ -86,9 +86,10 @@ def main():
     csv_path, json_path = os.path.join(HERE, "search.csv"), os.path.join(HERE, "search.json")
     for number in args.rounds:
         round_ = ROUNDS[number]
+        norms = round_.get("norms", "BLG")
         runs = [dict(norm=norm, seed=seed, validation=True, **CANDIDATES[name])
-                for name in round_["candidates"] for norm in round_.get("norms", "BLG") for seed in round_["seeds"]]
-        names = [name for name in round_["candidates"] for _ in round_.get("norms", "BLG") for _ in round_["seeds"]]
+                for name in round_["candidates"] for norm in norms for seed in round_["seeds"]]
+        names = [name for name in round_["candidates"] for _ in norms for _ in round_["seeds"]]
         pairs, _, info = common.sweep(runs, args)
         rows = []
         for name, run, (model, history) in zip(names, runs, pairs):

@@ -133,14 +133,13 @@ def test_a_round_against_a_candidate_is_paired_with_it_by_seed_and_judged_by_its
     for seed, (up, level, down) in {1: (0.10, 0.05, -0.10), 2: (0.12, -0.05, -0.12), 3: (0.08, 0.0, -0.08)}.items():
         rows += [dict(round=7, candidate=name, norm="B", seed=seed, val_accuracy=check[seed] + delta)
                  for name, delta in (("up", up), ("level", level), ("down", down))]
-    text = report.against_text(rows, lambda name: {(r["norm"], r["seed"]): r["val_accuracy"]
-                                                   for r in rows if r["candidate"] == name})
+    text = report.against_text(rows)
     assert "**Met the rule: up** (round 7): +0.100 points of validation accuracy against round 6's runs of the " \
            "same norm and seed (3 pairs); 95% CI +0.050 to +0.150" in text
     assert "**Not adopted: level** (round 7): +0.000 points" in text and "includes 0: within noise." in text
     assert "**Not adopted: down** (round 7): −0.100 points" in text and "below 0: lower." in text
-    assert report.against_text([r for r in rows if r["round"] == 6], lambda name: {}) == ""  # round 7 not run yet
-    alone = report.against_text([r for r in rows if r["candidate"] != "check"], lambda name: {})
+    assert report.against_text([r for r in rows if r["round"] == 6]) == ""  # round 7 not run yet
+    alone = report.against_text([r for r in rows if r["candidate"] != "check"])
     assert "fewer than 2 runs to pair with check" in alone
 
 

@@ -44,8 +44,11 @@ def run_info(device, **parameters):
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "*.py"):
+    commit = git("rev-parse", "HEAD")
+    if commit is None:  # a copy of the tree without its git history (a lent GPU machine, say)
+        given = os.environ.get("SOURCE_COMMIT")
+        commit = f"{given} (no git here: from SOURCE_COMMIT)" if given else "unknown"
+    elif git("status", "--porcelain", "--", "*.py"):
         commit += " (with uncommitted changes to .py files)"
     device = resolve_device(device)
     return {
@@ -519,7 +522,7 @@ def against_text(rows):
             continue
         against = candidate_scores(rows, round_["against"])
         where = sorted({r["round"] for r in rows if r["candidate"] == round_["against"]})
-        for name in round_["candidates"]:
+        for name in (n for n in round_["candidates"] if n != round_["against"]):  # not the check itself
             mine = candidate_scores(rows, name)
             shared = sorted(set(mine) & set(against))
             if len(shared) < 2:

@@ -44,11 +44,9 @@ def run_info(device, **parameters):
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    commit = git("rev-parse", "HEAD")
-    if commit is None:  # a copy of the tree without its git history (a lent GPU machine, say)
-        given = os.environ.get("SOURCE_COMMIT")
-        commit = f"{given} (no git here: from SOURCE_COMMIT)" if given else "unknown"
-    elif git("status", "--porcelain", "--", "*.py"):
+    given = os.environ.get("SOURCE_COMMIT")  # a copy of the tree whose own git is missing or stale
+    commit = f"{given} (from SOURCE_COMMIT)" if given else git("rev-parse", "HEAD") or "unknown"
+    if not given and git("status", "--porcelain", "--", "*.py"):
         commit += " (with uncommitted changes to .py files)"
     device = resolve_device(device)
     return {

@@ -171,29 +171,27 @@ def profile_table(norm, data, batches=40, rows=12):
 def notebook_seconds(**parameters):
     """Run the notebook's code cells in this process, top to bottom, with `parameters` set
     after its parameters cell (as papermill does); returns the seconds. No Jupyter needed, so
-    it runs on a GPU machine without it; IPython magics are skipped. Images and finished runs
+    it runs on a GPU machine without it; IPython magics are skipped (and IPython's import, where it is missing). Images and finished runs
     go to temporary folders, so the committed ones are untouched and every run trains."""
-    import types
+    import importlib.util
 
-    try:
-        import IPython.display  # noqa: F401
-    except ImportError:  # a bare machine: Markdown(...) only has to exist
-        display = types.ModuleType("IPython.display")
-        display.Markdown = str
-        sys.modules.update({"IPython": types.ModuleType("IPython"), "IPython.display": display})
+    # A bare machine has no IPython: skip the notebook's import of it and give Markdown(...) a
+    # stand-in (a fake IPython module would mislead matplotlib, which asks IPython about itself).
+    bare = importlib.util.find_spec("IPython") is None
+    skipped = ("%", "from IPython") if bare else ("%",)
     os.environ.setdefault("MPLBACKEND", "Agg")
     with open(os.path.join(ROOT, "S6_Normalization.ipynb"), encoding="utf-8") as f:
         cells = [c for c in json.load(f)["cells"] if c["cell_type"] == "code"]
     with tempfile.TemporaryDirectory() as folder:
         parameters = {"IMAGES_DIR": os.path.join(folder, "images"), "RUNS_DIR": os.path.join(folder, "runs"),
                       "DATA_DIR": os.path.join(ROOT, "data"), **parameters}
-        namespace, cwd = {"__name__": "notebook"}, os.getcwd()
+        namespace, cwd = {"__name__": "notebook", **({"Markdown": str} if bare else {})}, os.getcwd()
         os.chdir(ROOT)
         try:
             start = time.perf_counter()
             for cell in cells:
                 source = "".join(cell["source"])
-                exec("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")), namespace)
+                exec("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(skipped)), namespace)
                 if "parameters" in cell["metadata"].get("tags", []):
                     namespace.update(parameters)
             return time.perf_counter() - start

@@ -469,7 +469,7 @@ def section_search():
                                f"**{overall['mean']:.3f}** ({interval(overall['ci'])})", len(runs)])
     table = markdown_table(["round", "candidate", "layout", "params", "other settings", "B", "L", "G",
                             "mean (95% CI)", "runs"], table_rows, align="rllrlrrrrr")
-    made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items()))
+    made = " ".join(f"Round {n}: " + provenance(info, "ran") for n, info in sorted(rounds.items(), key=lambda item: int(item[0])))
     dash = " (-: a norm the round did not train)" if any("-" in row[5:8] for row in table_rows) else ""
     return (f"Final validation accuracy (%), mean per norm over the round's seeds{dash}.\n\n{table}\n\n"
             f"{search_choice(rows)}\n\n{made}")
@@ -502,9 +502,10 @@ def search_choice(rows):
     return text + against_text(rows)
 
 
-def candidate_scores(rows, name):
-    """{(norm, seed): validation accuracy} of one search candidate's runs."""
-    return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows if r["candidate"] == name}
+def candidate_scores(rows, name, round_=None):
+    """{(norm, seed): validation accuracy} of one search candidate's runs (of one round, if given)."""
+    return {(r["norm"], r["seed"]): r["val_accuracy"] for r in rows
+            if r["candidate"] == name and round_ in (None, r["round"])}
 
 
 def against_text(rows):
@@ -521,7 +522,7 @@ def against_text(rows):
         against = candidate_scores(rows, round_["against"])
         where = sorted({r["round"] for r in rows if r["candidate"] == round_["against"]})
         for name in (n for n in round_["candidates"] if n != round_["against"]):  # not the check itself
-            mine = candidate_scores(rows, name)
+            mine = candidate_scores(rows, name, number)  # a name rerun in a later round is judged per round
             shared = sorted(set(mine) & set(against))
             if len(shared) < 2:
                 text += f"\n\n**{name}** (round {number}): fewer than 2 runs to pair with {round_['against']}."
@@ -532,7 +533,7 @@ def against_text(rows):
                                 ("Not adopted", "below 0: lower") if high < 0 else
                                 ("Not adopted", "includes 0: within noise"))
             text += (f"\n\n**{verdict}: {name}** (round {number}): {signed(r['mean'], 3)} points of validation "
-                     f"accuracy against round {', '.join(map(str, where))}'s runs of the same norm and seed "
+                     f"accuracy against *{round_['against']}* (round {', '.join(map(str, where))}), paired by norm and seed "
                      f"({len(shared)} pairs); 95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}, {outcome}.")
     return text
 
@@ -663,6 +664,7 @@ SECTIONS = {
     "search": section_search,
     "validation_table": section_validation_table,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
+    "speed_gpu_txt": lambda: file_block("benchmarks/speed_gpu.txt"),
     "l1_sweep_txt": lambda: file_block("benchmarks/l1_sweep.txt"),
 }
 DOCUMENTS = ("README.md", "benchmarks/README.md", "studies/README.md")  # what report.py writes
@@ -674,6 +676,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "search": "python studies/search.py",
     "validation_table": "python studies/search.py --rounds 6 && python studies/splits.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
+    "speed_gpu_txt": "python benchmarks/speed.py --gpu --gpu-accuracy > benchmarks/speed_gpu.txt",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }
 

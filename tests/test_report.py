@@ -134,13 +134,29 @@ def test_a_round_against_a_candidate_is_paired_with_it_by_seed_and_judged_by_its
         rows += [dict(round=7, candidate=name, norm="B", seed=seed, val_accuracy=check[seed] + delta)
                  for name, delta in (("up", up), ("level", level), ("down", down))]
     text = report.against_text(rows)
-    assert "**Met the rule: up** (round 7): +0.100 points of validation accuracy against round 6's runs of the " \
-           "same norm and seed (3 pairs); 95% CI +0.050 to +0.150" in text
+    assert "**Met the rule: up** (round 7): +0.100 points of validation accuracy against *check* (round 6), " \
+           "paired by norm and seed (3 pairs); 95% CI +0.050 to +0.150" in text
     assert "**Not adopted: level** (round 7): +0.000 points" in text and "includes 0: within noise." in text
     assert "**Not adopted: down** (round 7): −0.100 points" in text and "below 0: lower." in text
     assert report.against_text([r for r in rows if r["round"] == 6]) == ""  # round 7 not run yet
     alone = report.against_text([r for r in rows if r["candidate"] != "check"])
     assert "fewer than 2 runs to pair with check" in alone
+
+
+def test_a_round_with_its_own_check_pairs_with_it_and_judges_a_rerun_candidate_on_that_round_alone(monkeypatch):
+    # round 9 trains its own check (on another machine, say) and reruns round 7's "up" there
+    monkeypatch.setattr(search, "ROUNDS", {7: dict(candidates=["up"], seeds=[1, 2, 3], against="check"),
+                                           9: dict(candidates=["gpu check", "up"], seeds=[1, 2, 3], against="gpu check")})
+    rows = []
+    for seed in (1, 2, 3):
+        rows += [dict(round=6, candidate="check", norm="B", seed=seed, val_accuracy=99.3 + seed / 10),
+                 dict(round=7, candidate="up", norm="B", seed=seed, val_accuracy=99.4 + seed / 10 + seed / 100),
+                 dict(round=9, candidate="gpu check", norm="B", seed=seed, val_accuracy=99.5 - seed / 10),
+                 dict(round=9, candidate="up", norm="B", seed=seed, val_accuracy=99.4 - seed / 10 - seed / 100)]
+    text = report.against_text(rows)
+    assert "**Met the rule: up** (round 7): +0.120 points" in text and "against *check* (round 6)" in text
+    assert "**Not adopted: up** (round 9): −0.120 points" in text and "against *gpu check* (round 9)" in text
+    assert "gpu check** (round 9)" not in text  # the check is not judged against itself
 
 
 def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained():
@@ -193,3 +209,11 @@ def test_validation_table_pairs_the_same_networks_across_the_splits(tmp_path, mo
     assert "| test set, the same networks (`studies/splits.py`) |" in text
     assert "paired by seed: BatchNorm − LayerNorm +0.10 (+0.10 to +0.10); BatchNorm − GroupNorm +0.10" in text
     assert "Tabulated by `studies/splits.py` from its 9 cached runs" in text
+
+
+def test_run_info_names_the_commit_given_by_source_commit_over_a_copied_git(monkeypatch):
+    # a lent machine gets a copy of the tree whose git may be missing or stale: the sender says which commit it is
+    monkeypatch.delenv("SOURCE_COMMIT", raising=False)
+    assert "SOURCE_COMMIT" not in report.run_info("cpu")["git_commit"]
+    monkeypatch.setenv("SOURCE_COMMIT", "0123abc")
+    assert report.run_info("cpu")["git_commit"] == "0123abc (from SOURCE_COMMIT)"

@@ -27,6 +27,10 @@ nvidia-cuda-mps-control -d && echo "MPS daemon started" | tee -a "$OUT/gpu.txt"
 timeout 330 "$PYTHON" benchmarks/speed.py --gpu --gpu-accuracy --workers "$WORKERS" 2>&1 | tee "$OUT/speed.log"
 status=${PIPESTATUS[0]}
 echo "speed.py ended at ${SECONDS} s (exit $status)" | tee -a "$OUT/speed.log"
+pattern='^(GPU|[BLG]: one epoch|whole notebook \(|sweep of 3)'
+{ echo "# Output of: python benchmarks/speed.py --gpu --gpu-accuracy --workers $WORKERS | grep -E '$pattern'"
+  echo "# ($(nvidia-smi --query-gpu=name --format=csv,noheader), $(nproc) CPU cores, CUDA MPS started first, $(date -u +%F))"
+  grep -E "$pattern" "$OUT/speed.log"; } > "$OUT/speed_gpu.txt"  # benchmarks/speed_gpu.txt's format
 
 for round in 9 10; do
     budget=$(left)

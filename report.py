@@ -45,7 +45,7 @@ def run_info(device, **parameters):
             return None
 
     given = os.environ.get("SOURCE_COMMIT")  # a copy of the tree whose own git is missing or stale
-    commit = f"{given} (from SOURCE_COMMIT)" if given else git("rev-parse", "HEAD") or "unknown"
+    commit = f"{given} (given by SOURCE_COMMIT, not checked)" if given else git("rev-parse", "HEAD") or "unknown"
     if not given and git("status", "--porcelain", "--", "*.py"):
         commit += " (with uncommitted changes to .py files)"
     device = resolve_device(device)
@@ -519,8 +519,10 @@ def against_text(rows):
     for number, round_ in sorted(ROUNDS.items()):
         if "against" not in round_ or not any(r["round"] == number for r in rows):
             continue
-        against = candidate_scores(rows, round_["against"])
-        where = sorted({r["round"] for r in rows if r["candidate"] == round_["against"]})
+        # the check's runs of the latest round up to this one that trained it (a check could be rerun)
+        where = max((r["round"] for r in rows if r["candidate"] == round_["against"] and r["round"] <= number),
+                    default=None)
+        against = candidate_scores(rows, round_["against"], where) if where is not None else {}
         for name in (n for n in round_["candidates"] if n != round_["against"]):  # not the check itself
             mine = candidate_scores(rows, name, number)  # a name rerun in a later round is judged per round
             shared = sorted(set(mine) & set(against))
@@ -533,7 +535,7 @@ def against_text(rows):
                                 ("Not adopted", "below 0: lower") if high < 0 else
                                 ("Not adopted", "includes 0: within noise"))
             text += (f"\n\n**{verdict}: {name}** (round {number}): {signed(r['mean'], 3)} points of validation "
-                     f"accuracy against *{round_['against']}* (round {', '.join(map(str, where))}), paired by norm and seed "
+                     f"accuracy against *{round_['against']}* (round {where}), paired by norm and seed "
                      f"({len(shared)} pairs); 95% CI {interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}, {outcome}.")
     return text
 
@@ -676,7 +678,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "search": "python studies/search.py",
     "validation_table": "python studies/search.py --rounds 6 && python studies/splits.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
-    "speed_gpu_txt": "python benchmarks/speed.py --gpu --gpu-accuracy > benchmarks/speed_gpu.txt",
+    "speed_gpu_txt": "bash benchmarks/gpu.sh (on a GPU; then copy gpu_results/speed_gpu.txt to benchmarks/)",
     "l1_sweep_txt": "python benchmarks/l1_sweep.py > benchmarks/l1_sweep.txt",
 }
 

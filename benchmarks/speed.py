@@ -199,6 +199,12 @@ def notebook_seconds(**parameters):
             os.chdir(cwd)
 
 
+def short_commit(info):
+    """run_info's commit with the hash cut to 7 digits and what follows it (uncommitted changes, say) kept."""
+    commit = info["git_commit"]
+    return commit[:7] + commit[40:]
+
+
 def gpu_report(args):
     """--gpu: eager against the CUDA-graph path per epoch, the whole notebook, and the
     3 variants x 10 seeds x 20 epochs sweep, on this machine's GPU."""
@@ -207,7 +213,7 @@ def gpu_report(args):
     device = torch.device("cuda")
     mps = subprocess.run(["pgrep", "-f", "nvidia-cuda-mps"], capture_output=True).returncode == 0
     print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA MPS "
-          f"{'running' if mps else 'not running'}; code at commit {report.run_info(device)['git_commit'][:7]}")
+          f"{'running' if mps else 'not running'}; code at commit {short_commit(report.run_info(device))}")
     data = utils.load_tensors(args.root, device)
     for norm in "BLG":
         seconds = {}
@@ -261,7 +267,7 @@ def main():
     data = utils.load_tensors(args.root, device)
     info = report.run_info(device)
     print(f"machine: {info['device']}, torch {info['torch']}, {info['threads']} threads, device {device}; "
-          f"code at commit {info['git_commit'][:7]}; command: python benchmarks/speed.py {' '.join(sys.argv[1:])}")
+          f"code at commit {short_commit(info)}; command: python benchmarks/speed.py {' '.join(sys.argv[1:])}")
     ours_epoch(args.norm, data)  # warm-up: first-call allocations and kernel selection
     images = 70_000
     medians = {}

@@ -216,4 +216,4 @@ def test_run_info_names_the_commit_given_by_source_commit_over_a_copied_git(monk
     monkeypatch.delenv("SOURCE_COMMIT", raising=False)
     assert "SOURCE_COMMIT" not in report.run_info("cpu")["git_commit"]
     monkeypatch.setenv("SOURCE_COMMIT", "0123abc")
-    assert report.run_info("cpu")["git_commit"] == "0123abc (from SOURCE_COMMIT)"
+    assert report.run_info("cpu")["git_commit"] == "0123abc (given by SOURCE_COMMIT, not checked)"

@@ -47,7 +47,13 @@ def test_gpu_report_without_a_gpu_says_so(speed, monkeypatch):
 
 
 @pytest.mark.integration
-def test_notebook_seconds_runs_the_notebook_in_process(speed, tmp_path):
+@pytest.mark.parametrize("ipython", [True, False], ids=["with IPython", "bare machine"])
+def test_notebook_seconds_runs_the_notebook_in_process(speed, tmp_path, monkeypatch, ipython):
+    if not ipython:  # as on a lent GPU machine: importing IPython fails, and find_spec does not find it
+        real = importlib.util.find_spec
+        monkeypatch.setitem(sys.modules, "IPython", None)
+        monkeypatch.setitem(sys.modules, "IPython.display", None)
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "IPython" else real(name, *a))
     images = tmp_path / "images"
     seconds = speed.notebook_seconds(EPOCHS=1, SEEDS=[1], TRAIN_LIMIT=2000, TEST_LIMIT=1000, DEVICE="cpu",
                                      IMAGES_DIR=str(images))

@@ -160,6 +160,11 @@ def interval(ci, digits=2, sign=False):
     return f"{low} to {high}"
 
 
+def signed_ci(r):
+    """A difference with its CI, e.g. '+0.03 (−0.01 to +0.07)'."""
+    return f"{signed(r['mean'])} ({interval(r['ci'], sign=True)})"
+
+
 def provenance(info, what):
     """One sentence saying how a set of results was produced."""
     parameters = info.get("parameters", {})
@@ -227,7 +232,7 @@ def section_comparisons():
         verdict = f"**{NORMS[a] if r['mean'] > 0 else NORMS[b]} higher**" if p_holm < 0.05 else "within noise"
         rows.append([name, f"{signed(r['mean'])} points", interval(r["ci"], sign=True), f"{r['p']:.3f}",
                      f"{p_holm:.3f}", verdict]
-                    + ([f"{signed(validation[name]['mean'])} ({interval(validation[name]['ci'], sign=True)})"]
+                    + ([signed_ci(validation[name])]
                        if validation else []))
     header = ["difference (same seeds)", "mean", "95% CI", "p (paired t-test)", f"p (Holm, {len(pairs)} tests)",
               "verdict"] + (["validation split (95% CI)"] if validation else [])
@@ -264,8 +269,7 @@ def batch_size_results():
         return f"{d['mean']:.2f} ± {d['sd']:.2f}"
 
     def difference(a, b):
-        r = paired_by_seed(a, b)
-        return f"{signed(r['mean'])} ({interval(r['ci'], sign=True)})"
+        return signed_ci(paired_by_seed(a, b))
 
     largest = values("B", "ghost", "norm_batch", sizes[-1])
     ghost_rows = [[k, cell(values("B", "ghost", "norm_batch", k)),
@@ -594,12 +598,9 @@ def section_validation_table():
     def cell(d):
         return f"{d['mean']:.2f} ({interval(d['ci'])})"
 
-    def gap(d):
-        return f"{signed(d['mean'])} ({interval(d['ci'], sign=True)})"
-
     lines = [[summary[n]["name"], *(cell(stats.describe(list(scores[c][n].values()))) for c in columns)]
              for n in NORM_ORDER]
-    lines += [[name, *(gap(paired_by_seed(scores[c][a], scores[c][b])) for c in columns)] for a, b, name in NORM_PAIRS]
+    lines += [[name, *(signed_ci(paired_by_seed(scores[c][a], scores[c][b])) for c in columns)] for a, b, name in NORM_PAIRS]
     n_val, n_test = len(scores["validation"]["B"]), len(scores["test"]["B"])
     header = ["final accuracy (%), mean (95% CI); differences paired by seed",
               f"validation split (round 6, {n_val} seeds; 50,000 training images)"]
@@ -607,7 +608,7 @@ def section_validation_table():
     header += [f"test set (seeds study, {n_test} seeds; 60,000 training images)"]
     table = markdown_table(header, lines)
     disagree = splits_disagree(scores)
-    gaps = [f"{name} {gap(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in disagree]
+    gaps = [f"{name} {signed_ci(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in disagree]
     apart = [name for name, _, p in disagree if p < 0.05]
     text = (f"{table}\n\nEach difference on the test set (60,000 training images) minus the same difference on the "
             f"validation split (Welch's t: different runs), 95% CI: " + "; ".join(gaps) + ". "
@@ -618,7 +619,7 @@ def section_validation_table():
     effects = {name: stats.paired(differences(scores["same_test"], a, b), differences(scores["same_validation"], a, b))
                for a, b, name in NORM_PAIRS}
     text += (f"\n\nThe same networks scored on both (`studies/splits.py`), the difference on the test set minus "
-             f"on the validation split, paired by seed: " + "; ".join(f"{name} {gap(e)}" for name, e in effects.items())
+             f"on the validation split, paired by seed: " + "; ".join(f"{name} {signed_ci(e)}" for name, e in effects.items())
              + ".")
     for a, b, name in NORM_PAIRS:
         if name not in apart:
@@ -627,7 +628,7 @@ def section_validation_table():
             text += f" For {name} the images scored make a difference on the same networks."
         else:
             at_50k = paired_by_seed(scores["same_test"][a], scores["same_test"][b])
-            text += (f" For {name} the same networks' difference is {gap(at_50k)} on the test set, and the images "
+            text += (f" For {name} the same networks' difference is {signed_ci(at_50k)} on the test set, and the images "
                      f"scored change it within noise: {n_val} seeds cannot tell whether the images scored or the "
                      "10,000 extra training images make the splits disagree.")
     return text + " " + provenance(read_json(images("splits.json")), "Scored by")

@@ -158,25 +158,31 @@ class SeparableBlock(nn.Sequential):
 
 # The layers after the space-to-depth stem, as tokens: c<n> a 3x3 convolution to n channels
 # (zero padding), v<n> the same without padding (the map shrinks by 2), d<n> / dv<n> a
-# depthwise-separable block (padded / unpadded), p 2x2 max pooling.
+# depthwise-separable block (padded / unpadded), p 2x2 max pooling. A first token f<n> adds a
+# padded 3x3 block to n channels at full resolution, before the stem (which then gives 4n channels).
 LAYOUT = "c14 c14 p v14 v14 c14"
-_TOKEN = re.compile(r"(c|v|d|dv)(\d+)|p")
+_TOKEN = re.compile(r"(c|v|d|dv|f)(\d+)|p")
 
 
 def layout_channels(layout):
     """The output channel count of every block in `layout`, e.g. [14, 14, 14, 14, 14]."""
     tokens = layout.split()
-    if not tokens or not all(_TOKEN.fullmatch(t) for t in tokens):
-        raise ValueError(f"layout={layout!r}: use space-separated tokens c<n>, v<n>, d<n>, dv<n> and p, "
-                         f"e.g. {LAYOUT!r}")
-    return [int(t.lstrip("cdv")) for t in tokens if t != "p"]
+    if (not tokens or not all(_TOKEN.fullmatch(t) for t in tokens)
+            or any(t.startswith("f") for t in tokens[1:])):
+        raise ValueError(f"layout={layout!r}: use space-separated tokens c<n>, v<n>, d<n>, dv<n> and p "
+                         f"(and f<n> first only), e.g. {LAYOUT!r}")
+    return [int(t.lstrip("cdvf")) for t in tokens if t != "p"]
 
 
 def build_layers(layout, norm):
     """The feature layers of `layout`: space-to-depth, then one block per token; norm(channels)
     builds each normalization layer."""
-    layers, channels = [nn.PixelUnshuffle(2)], 4  # (N, 4, 14, 14)
-    for token in layout.split():
+    layers, channels, tokens = [], 1, layout.split()
+    if tokens[0].startswith("f"):  # a block at 28x28 before the stem
+        layers.append(ConvBlock(1, int(tokens[0][1:]), norm))
+        channels, tokens = int(tokens[0][1:]), tokens[1:]
+    layers, channels = layers + [nn.PixelUnshuffle(2)], 4 * channels  # (N, 4 * channels, 14, 14)
+    for token in tokens:
         if token == "p":
             layers.append(nn.MaxPool2d(2))
             continue

@@ -100,7 +100,8 @@ def test_model_file_imports_torch_and_the_standard_library_only():
     assert imports - set(sys.stdlib_module_names) == {"torch"}
 
 
-@pytest.mark.parametrize("layout, params_budget", [("c14 c14 p v14 v14 c14", 7850), ("c8 p dv16 d16", None)])
+@pytest.mark.parametrize("layout, params_budget", [("c14 c14 p v14 v14 c14", 7850), ("c8 p dv16 d16", None),
+                                                      ("f4 c14 c14 p v14 v14", 7614)])
 def test_layouts_build_the_blocks_they_name(layout, params_budget):
     net = Net("L", layout=layout)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
@@ -110,10 +111,18 @@ def test_layouts_build_the_blocks_they_name(layout, params_budget):
     assert len(blocks) == len(model.layout_channels(layout))
 
 
-@pytest.mark.parametrize("layout", ["", "c14 x3", "c14,c14", "p p q"])
+@pytest.mark.parametrize("layout", ["", "c14 x3", "c14,c14", "p p q", "c14 f4"])
 def test_bad_layouts_raise_naming_the_tokens(layout):
     with pytest.raises(ValueError, match="layout"):
         Net("B", layout=layout)
+
+
+def test_a_full_resolution_first_block_runs_at_28x28_before_the_stem():
+    net = Net("G", layout="f4 c14 p v14")
+    first, stem, second = net.features[:3]
+    assert isinstance(stem, torch.nn.PixelUnshuffle)
+    assert (first[0].in_channels, first[0].out_channels, second[0].in_channels) == (1, 4, 16)
+    assert Net("B").features[0].__class__ is torch.nn.PixelUnshuffle  # the default layout has no such block
 
 
 def test_layernorm_is_named_layernorm_with_groupnorm_maths():

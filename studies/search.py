@@ -92,8 +92,8 @@ ROUNDS = {
     # the recipe's elastic distortion (round 1 tried it without).
     10: dict(candidates=["max_lr 0.02, elastic 20"], seeds=list(range(1, 11)), against=GPU_CHECK),
     # Round 11, on a 2-core CPU again (the one round 6 ran on), a screen of two levers no round had
-    # touched, each paired seed by seed with round 6: the network (a block at full resolution, whose
-    # training epoch took 28% longer here, so `make run` stays within ~6.5 minutes) and the optimizer
+    # touched, each paired seed by seed with round 6: the network (a block at full resolution, which
+    # a CPU trains more slowly; a finalist must keep `make run` within ~6.5 minutes) and the optimizer
     # (SGD with Nesterov momentum under the same OneCycle schedule). Decided before it ran, as in
     # round 8: a candidate whose paired CI lies above 0 earns 10 seeds per norm (round 12), and there,
     # by round 9's rule, becomes a finalist.

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from model import DEFAULT_GROUPS, LAYOUT, NORMS, Net, check_groups, layout_channels, norm_flag
+from model import ACTIVATIONS, DEFAULT_GROUPS, LAYOUT, NORMS, Net, check_groups, layout_channels, norm_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,7 @@ class RunConfig:
 
     norm: str = "B"              # 'B' BatchNorm, 'L' LayerNorm, 'G' GroupNorm (aliases work too)
     layout: str = LAYOUT         # the network's blocks (model.LAYOUT); the default is the one compared
+    activation: str = "relu"     # the nonlinearity after each norm: "relu", or "silu"
     epochs: int = 20
     seed: int = 1                # seeds the weights, the shuffling and the augmentation
     batch_size: int = 128        # images per optimizer step
@@ -37,6 +38,7 @@ class RunConfig:
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     scale: float = 0.0           # random zoom, fraction either way
     elastic: float = 20.0        # elastic distortion, pixels (Simard et al. 2003); chosen by studies/search.py
+    clean_epochs: int = 0        # the last N epochs train on the images as they are, without augmentation
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
@@ -57,6 +59,7 @@ class RunConfig:
                     eval_batch_size=(1, 100_000))
         for name, (low, high) in ints.items():
             _check_number(name, getattr(self, name), low, high, integer=True)
+        _check_number("clean_epochs", self.clean_epochs, 0, self.epochs, integer=True)
         for name in ("train_limit", "test_limit", "norm_batch"):
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), 1, 60_000, integer=True, none_ok=True)
@@ -77,7 +80,8 @@ class RunConfig:
         if self.norm_batch is not None and flag != "B":
             raise ValueError(f"norm_batch={self.norm_batch!r} applies to BatchNorm ('B') only: LayerNorm "
                              "and GroupNorm normalize each image by itself")
-        for name, allowed in (("optimizer", ("adamw", "sgd")), ("precision", ("fp32", "bf16"))):
+        for name, allowed in (("optimizer", ("adamw", "sgd")), ("precision", ("fp32", "bf16")),
+                              ("activation", tuple(ACTIVATIONS))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
         for name in ("validation", "cuda_graph"):
@@ -95,7 +99,8 @@ class RunConfig:
 
     def net(self):
         """A new, untrained Net of this configuration (on the CPU)."""
-        return Net(self.norm, groups=self.groups or DEFAULT_GROUPS, layout=self.layout, norm_batch=self.norm_batch)
+        return Net(self.norm, groups=self.groups or DEFAULT_GROUPS, layout=self.layout, norm_batch=self.norm_batch,
+                   activation=self.activation)
 
     @property
     def label(self):

@@ -128,15 +128,18 @@ def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
     return nn.GroupNorm(groups, channels)
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}  # the nonlinearity after each norm
+
+
 class ConvBlock(nn.Sequential):
-    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> ReLU.
+    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> ReLU (or SiLU).
     norm(channels) builds the normalization layer."""
 
-    def __init__(self, in_channels, out_channels, norm, padding=1):
+    def __init__(self, in_channels, out_channels, norm, padding=1, activation="relu"):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
             norm(out_channels),
-            nn.ReLU(inplace=True),
+            ACTIVATIONS[activation](inplace=True),
         )
 
 
@@ -145,14 +148,14 @@ class SeparableBlock(nn.Sequential):
     ReLU, then a 1x1 convolution mixing the channels -> norm -> ReLU. About 9C + C*C' weights
     where a full 3x3 convolution has 9C*C'."""
 
-    def __init__(self, in_channels, out_channels, norm, padding=1):
+    def __init__(self, in_channels, out_channels, norm, padding=1, activation="relu"):
         super().__init__(
             nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
             norm(in_channels),
-            nn.ReLU(inplace=True),
+            ACTIVATIONS[activation](inplace=True),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
             norm(out_channels),
-            nn.ReLU(inplace=True),
+            ACTIVATIONS[activation](inplace=True),
         )
 
 
@@ -174,12 +177,12 @@ def layout_channels(layout):
     return [int(t.lstrip("cdvf")) for t in tokens if t != "p"]
 
 
-def build_layers(layout, norm):
+def build_layers(layout, norm, activation="relu"):
     """The feature layers of `layout`: space-to-depth, then one block per token; norm(channels)
-    builds each normalization layer."""
+    builds each normalization layer; `activation` names the nonlinearity (ACTIVATIONS)."""
     layers, channels, tokens = [], 1, layout.split()
     if tokens[0].startswith("f"):  # a block at 28x28 before the stem
-        layers.append(ConvBlock(1, int(tokens[0][1:]), norm))
+        layers.append(ConvBlock(1, int(tokens[0][1:]), norm, activation=activation))
         channels, tokens = int(tokens[0][1:]), tokens[1:]
     layers, channels = layers + [nn.PixelUnshuffle(2)], 4 * channels  # (N, 4 * channels, 14, 14)
     for token in tokens:
@@ -188,7 +191,8 @@ def build_layers(layout, norm):
             continue
         kind, width = _TOKEN.fullmatch(token).groups()
         block = SeparableBlock if kind.startswith("d") else ConvBlock
-        layers.append(block(channels, int(width), norm, padding=0 if kind.endswith("v") else 1))
+        layers.append(block(channels, int(width), norm, padding=0 if kind.endswith("v") else 1,
+                            activation=activation))
         channels = int(width)
     return nn.Sequential(*layers), channels
 
@@ -204,6 +208,7 @@ class Net(nn.Module):
         layout: the blocks after the stem (see LAYOUT); the default is the network compared here.
         norm_batch: BatchNorm only: training statistics over ghost batches of this many images
             (None: the whole batch). See GhostBatchNorm2d.
+        activation: the nonlinearity after each norm, 'relu' (default) or 'silu'.
 
     forward(x) takes (N, 1, 28, 28) normalized images and returns (N, 10) log-probabilities.
 
@@ -215,7 +220,7 @@ class Net(nn.Module):
     1x1 convolution to the 10 classes. No dropout: the augmentation in utils.py regularizes.
     """
 
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None):
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None, activation="relu"):
         super().__init__()
         self.norm = norm_flag(norm)
         channels = layout_channels(layout)
@@ -225,10 +230,12 @@ class Net(nn.Module):
                                        or not isinstance(norm_batch, int) or norm_batch < 1):
             raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, "
                              "for BatchNorm ('B') only")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} must be one of {sorted(ACTIVATIONS)}")
         self.groups = groups if self.norm == "G" else None
-        self.layout, self.norm_batch = layout, norm_batch
+        self.layout, self.norm_batch, self.activation = layout, norm_batch, activation
         self.features, width = build_layers(  # (N, width, H', W')
-            layout, lambda channels: make_norm(self.norm, channels, groups, norm_batch))
+            layout, lambda channels: make_norm(self.norm, channels, groups, norm_batch), activation)
         self.head = nn.Conv2d(width, 10, 1)  # on the globally averaged features
 
     @classmethod
@@ -247,7 +254,8 @@ class Net(nn.Module):
         if not isinstance(saved, dict) or saved.get("norm") != flag:
             found = saved.get("norm") if isinstance(saved, dict) else type(saved).__name__
             raise ValueError(f"{path} holds weights for norm {found!r}, not {flag!r}")
-        net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS, layout=saved.get("layout", LAYOUT))
+        net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS, layout=saved.get("layout", LAYOUT),
+                  activation=saved.get("activation", "relu"))
         try:
             net.load_state_dict(saved["state_dict"])
         except RuntimeError as error:
@@ -257,9 +265,10 @@ class Net(nn.Module):
         return net.eval()
 
     def save_pretrained(self, path, **info):
-        """Save the weights with the norm, groups and layout Net.pretrained needs, and `info`
-        (e.g. test_accuracy, commit, config)."""
-        torch.save({"norm": self.norm, "groups": self.groups, "layout": self.layout, **info,
+        """Save the weights with the norm, groups, layout and activation Net.pretrained needs, and
+        `info` (e.g. test_accuracy, commit, config)."""
+        torch.save({"norm": self.norm, "groups": self.groups, "layout": self.layout, "activation": self.activation,
+                    **info,
                     "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()}}, path)
 
     def forward(self, x):

@@ -105,10 +105,10 @@ def train_step(model, images, labels, optimizer, config):
     return out
 
 
-def train_epoch(model, x, y, step, scheduler, config, generator):
+def train_epoch(model, x, y, step, scheduler, config, generator, augmented=True):
     """One pass over (x, y) in shuffled batches with `step(images, labels)`; returns (mean loss,
-    accuracy %, the first step whose loss was not finite or -1) of the augmented training
-    batches. The loss is the cross-entropy without the L1 term."""
+    accuracy %, the first step whose loss was not finite or -1) of the training batches
+    (augmented unless augmented=False). The loss is the cross-entropy without the L1 term."""
     model.train()
     n = len(x)
     loss_sum = torch.zeros((), device=x.device)
@@ -117,7 +117,8 @@ def train_epoch(model, x, y, step, scheduler, config, generator):
     order = torch.randperm(n, device=x.device, generator=generator)
     for number, start in enumerate(range(0, n, config.batch_size)):
         index = order[start:start + config.batch_size]
-        images = augment(x[index], config.rotation, config.translation, generator, config.scale, config.elastic)
+        images = (augment(x[index], config.rotation, config.translation, generator, config.scale, config.elastic)
+                  if augmented else x[index])
         labels = y[index]
         log_probs, loss = step(images, labels)
         scheduler.step()
@@ -195,8 +196,8 @@ def train(config, data, device, progress=True, on_epoch=None):
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.label}, seed {config.seed}", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
-        train_loss, train_accuracy, bad_step = train_epoch(model, train_x, train_y, step, scheduler,
-                                                           config, generator)
+        train_loss, train_accuracy, bad_step = train_epoch(model, train_x, train_y, step, scheduler, config,
+                                                           generator, epoch <= config.epochs - config.clean_epochs)
         if bad_step >= 0 or train_loss > DIVERGED_LOSS:
             what = (f"became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
                     f"{math.ceil(len(train_x) / config.batch_size)}" if bad_step >= 0 else

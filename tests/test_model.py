@@ -125,6 +125,14 @@ def test_a_full_resolution_first_block_runs_at_28x28_before_the_stem():
     assert Net("B").features[0].__class__ is torch.nn.PixelUnshuffle  # the default layout has no such block
 
 
+def test_activation_names_the_nonlinearity_after_every_norm():
+    acts = lambda net: {type(m) for m in net.features.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.SiLU))}
+    assert acts(Net("B")) == {torch.nn.ReLU}
+    assert acts(Net("L", layout="f4 c8 p d8", activation="silu")) == {torch.nn.SiLU}
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        Net("B", activation="gelu")
+
+
 def test_layernorm_is_named_layernorm_with_groupnorm_maths():
     layer = model.make_norm("L", 8)
     assert type(layer).__name__ == "LayerNorm" and isinstance(layer, nn.GroupNorm) and layer.num_groups == 1

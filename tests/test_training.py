@@ -89,6 +89,21 @@ def test_run_learns_the_tiny_task(make_data):
     assert history["train_loss"][-1] < history["train_loss"][0]
 
 
+def test_clean_epochs_train_the_last_epochs_on_the_images_as_they_are(make_data, monkeypatch):
+    augment, calls = utils.augment, []
+
+    def counting(x, *args, **kwargs):
+        calls.append(len(x))
+        return augment(x, *args, **kwargs)
+
+    monkeypatch.setattr(utils, "augment", counting)
+    utils.run("L", epochs=3, clean_epochs=2, data=make_data(64, 16), progress=False, **TINY)
+    assert sum(calls) == 64  # the first epoch only
+    calls.clear()
+    utils.run("L", epochs=3, data=make_data(64, 16), progress=False, **TINY)
+    assert sum(calls) == 3 * 64
+
+
 def test_same_seed_gives_identical_histories_on_cpu(make_data):
     def once(seed):
         _, history = utils.run("G", epochs=2, seed=seed, data=make_data(), progress=False, **TINY)
@@ -159,6 +174,8 @@ def test_augment_without_rotation_or_shift_is_the_identity(make_data):
     (dict(seed=2**70), "seed"),
     (dict(seed=-1), "seed"),
     (dict(validation="yes"), "validation"),
+    (dict(clean_epochs=2), "clean_epochs"),  # more than the run's one epoch
+    (dict(activation="gelu"), "activation"),
 ])
 def test_bad_arguments_raise_naming_the_argument(make_data, kwargs, match):
     arguments = {**dict(norm="B", epochs=1, data=make_data(), progress=False), **kwargs}

@@ -317,6 +317,16 @@ def batch_size_results():
     return finding, tables
 
 
+def saved_config(saved):
+    """A configuration saved with a result, with every RunConfig field added since at its default:
+    a field is added with a default that keeps the behaviour runs had before it existed."""
+    import dataclasses
+
+    from config import RunConfig
+
+    return {**{f.name: f.default for f in dataclasses.fields(RunConfig)}, **saved}
+
+
 def batch_size_recipe_changes():
     """(what produced batch_size.csv, in one sentence; the RunConfig fields its recipe had
     otherwise than today's defaults)."""
@@ -326,7 +336,8 @@ def batch_size_recipe_changes():
 
     info = read_json(images("batch_size.json"))
     recipe = {k: v for k, v in dataclasses.asdict(RunConfig(norm="B")).items() if k not in ("norm", "seed")}
-    return provenance(info, "Trained by"), sorted(k for k in recipe if info.get("recipe", {}).get(k) != recipe[k])
+    trained = saved_config(info.get("recipe", {}))
+    return provenance(info, "Trained by"), sorted(k for k in recipe if trained[k] != recipe[k])
 
 
 def stale_note(changed):

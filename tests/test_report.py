@@ -102,7 +102,7 @@ def test_committed_results_were_trained_with_the_current_recipe(summary):
         saved = json.load(f)
     for norm in "BLG":
         recipe = dataclasses.asdict(utils.RunConfig(norm=norm))
-        trained = saved[norm]["config"]
+        trained = report.saved_config(saved[norm]["config"])
         assert {**trained, "seed": None} == {**recipe, "seed": None}, \
             f"{summary} was trained with another recipe than RunConfig's defaults: rerun what makes it"
 
@@ -217,3 +217,13 @@ def test_run_info_names_the_commit_given_by_source_commit_over_a_copied_git(monk
     assert "SOURCE_COMMIT" not in report.run_info("cpu")["git_commit"]
     monkeypatch.setenv("SOURCE_COMMIT", "0123abc")
     assert report.run_info("cpu")["git_commit"] == "0123abc (given by SOURCE_COMMIT, not checked)"
+
+
+def test_a_field_added_after_a_result_counts_as_its_default_not_as_a_change(monkeypatch):
+    saved = {k: v for k, v in report.read_json(report.images("batch_size.json"))["recipe"].items()
+             if k != "clean_epochs"}
+    monkeypatch.setattr(report, "read_json", lambda path: {"recipe": saved, "parameters": {}, "device": "CPU",
+                                                           "torch": "2", "git_commit": "abc1234"})
+    assert report.batch_size_recipe_changes()[1] == []
+    saved["elastic"] = 0.0  # a real change is still named
+    assert report.batch_size_recipe_changes()[1] == ["elastic"]

@@ -456,14 +456,51 @@ def section_recipe():
               else ", ".join(f"{NORMS[n]} {p:,}" for n, p in params.items()) + " parameters")
     return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
             f"channels), the blocks `{c.layout}` (`model.LAYOUT`: 3x3 convolutions, v unpadded, p max pooling; "
-            f"{'/'.join(map(str, widths))} channels), each convolution followed by the norm and ReLU, global "
+            f"{'/'.join(map(str, widths))} channels), each convolution followed by the norm and "
+            f"{dict(relu='ReLU', silu='SiLU')[c.activation]}, global "
             f"average pooling, a 1x1 convolution to 10 classes: {counts}. BatchNorm normalizes over (N, H, W) per channel, LayerNorm over (C, H, W) "
             f"per image, GroupNorm over (C/{RunConfig(norm='G').groups}, H, W) per image and group.\n"
             f"- **Recipe** (`RunConfig`'s defaults): {c.optimizer.replace('adamw', 'AdamW')} with weight decay "
             f"{c.weight_decay:g}, OneCycle to lr {c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random "
             f"rotation up to {c.rotation:g}°, shift up to {c.translation * 28:.1f} px and elastic distortion "
-            f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px); cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
+            f"(Simard et al.: α = {c.elastic:g}, smoothed over 4 px)"
+            + (f", none in the last {c.clean_epochs} epochs" if c.clean_epochs else "") + "; cross-entropy plus, for BatchNorm only, λ·Σ|w| over the "
             f"convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}.")
+
+
+def section_finalists():
+    """Each search finalist's test-set study (studies/seeds.py --candidate) against the recipe's
+    (the headline study), per norm and paired by seed."""
+    from studies import stats
+
+    folder = os.path.join(ROOT, "studies", "finalists")
+    studies = sorted(os.path.join(folder, name, "summary.json") for name in
+                     (os.listdir(folder) if os.path.isdir(folder) else []))
+    studies = [path for path in studies if os.path.exists(path)]
+    if not studies:
+        return "No candidate has become a finalist: the test set has scored the chosen recipe only."
+    recipe = read_json(images("summary.json"))
+    parts = [f"Finalists scored on the test set: {len(studies)}."]
+    for path in studies:
+        summary = read_json(path)
+        norms = [n for n in NORM_ORDER if n in summary]
+        rows = []
+        for n in norms:
+            mine = dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"]))
+            theirs = dict(zip(recipe[n]["seeds"], recipe[n]["final_test_accuracy_per_seed"]))
+            d, shared = stats.describe(list(mine.values())), sorted(set(mine) & set(theirs))
+            gain = paired_by_seed(mine, theirs)
+            rows.append([summary[n]["name"], f"{summary[n]['params']:,}", f"**{d['mean']:.2f}%** ({interval(d['ci'])})",
+                         f"{np.mean([theirs[s] for s in shared]):.2f}%", signed_ci(gain),
+                         "yes" if d["mean"] >= 99.5 else "no"])
+        seeds = sorted({len(summary[n]["seeds"]) for n in norms})
+        table = markdown_table(["variant", "params", "finalist: mean final test accuracy (95% CI)",
+                                "the recipe, same seeds", "finalist − recipe, paired by seed (95% CI)",
+                                "mean ≥ 99.50%?"], rows)
+        parts.append(f"**{summary['run'].get('candidate', os.path.basename(os.path.dirname(path)))}**, "
+                     f"{'/'.join(map(str, seeds))} seeds per variant, trained on all 60,000 images:\n\n{table}\n\n"
+                     + provenance(summary["run"], "Trained by"))
+    return "\n\n".join(parts)
 
 
 def section_search():
@@ -676,6 +713,7 @@ SECTIONS = {
     "notebook": section_notebook,
     "recipe": section_recipe,
     "search": section_search,
+    "finalists": section_finalists,
     "validation_table": section_validation_table,
     "speed_txt": lambda: file_block("benchmarks/speed.txt"),
     "speed_gpu_txt": lambda: file_block("benchmarks/speed_gpu.txt"),
@@ -687,7 +725,7 @@ MAKERS = {  # the command that writes the results a section needs, named when th
     "batch_size": "python studies/batch_size.py", "batch_size_full": "python studies/batch_size.py",
     "shift": "python studies/shift.py", "shift_table": "python studies/shift.py",
     "shift_full": "python studies/shift.py", "notebook": "make run", "recipe": "make run",
-    "search": "python studies/search.py",
+    "search": "python studies/search.py", "finalists": "python studies/seeds.py --candidate NAME",
     "validation_table": "python studies/search.py --rounds 6 && python studies/splits.py",
     "speed_txt": "python benchmarks/speed.py > benchmarks/speed.txt",
     "speed_gpu_txt": "bash benchmarks/gpu.sh (on a GPU; then copy gpu_results/speed_gpu.txt to benchmarks/)",

@@ -115,6 +115,9 @@ ROUNDS = {
     # test set.
     13: dict(candidates=["SiLU, last 3 epochs unaugmented"], seeds=list(range(5, 15)), against=CHECK),
 }
+# The candidates that met a round's rule for a finalist: only these are scored on the test set
+# (studies/seeds.py --candidate NAME).
+FINALISTS = []
 # What the search chose: the recipe's defaults (config.RunConfig) are START with these changes.
 CHOSEN = "elastic 20"
 COLUMNS = ["round", "candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",

@@ -1,6 +1,11 @@
 """The headline: every norm trained with the same recipe over many seeds, final epoch.
 
     python studies/seeds.py              # 3 norms x seeds 1-20, 20 epochs; resumes from runs/
+    python studies/seeds.py --candidate "SiLU, last 3 epochs unaugmented"   # a search finalist
+
+--candidate trains a recipe search candidate (studies/search.py) that became a finalist on the
+validation split instead of the recipe, on all 60,000 images, and writes the same files to
+studies/finalists/<its name> (not to Images/); report.py compares it with the recipe there.
 
 Writes Images/seeds.csv (one row per run), Images/history.csv (every epoch of every run),
 Images/summary.json (per variant, with every seed's final accuracy in seed order, and what
@@ -11,6 +16,7 @@ The README's tables and paired comparisons are computed from these by report.py.
 
 import dataclasses
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,14 +65,39 @@ def draw(images):
     utils.save_figure(plot_seeds(table, labels), os.path.join(images, "seeds.png"))
 
 
+def finalist_dir(name):
+    """Where the test-set study of the search candidate `name` is written."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return os.path.join(common.ROOT, "studies", "finalists", slug)
+
+
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
+    from studies import search
+
+    parser = common.parser(__doc__, seeds=list(range(1, 21)))
+    parser.add_argument("--candidate", metavar="NAME",
+                        help="train this search finalist (search.FINALISTS) instead of the recipe; its files go "
+                             "to studies/finalists/<name> unless --images says otherwise")
+    args = parser.parse_args()
+    overrides = {}
+    if args.candidate and args.candidate not in search.FINALISTS:
+        parser.error(f"--candidate {args.candidate!r} is not a finalist: only candidates that met a search round's "
+                     f"rule on the validation split are scored on the test set (search.FINALISTS: "
+                     f"{search.FINALISTS or 'none yet'})")
+    if args.candidate:
+        overrides = search.CANDIDATES[args.candidate]
+        if args.images == common.IMAGES:
+            args.images = finalist_dir(args.candidate)
+        os.makedirs(args.images, exist_ok=True)
     if args.figures:
         return draw(args.images)
-    runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
+    runs = [dict(norm=norm, seed=seed, **overrides) for norm in NORMS for seed in args.seeds]
     pairs, seconds, info = common.sweep(runs, args)
+    if args.candidate:
+        info["candidate"] = args.candidate
 
-    configs = {norm: utils.RunConfig(norm=norm, seed=args.seeds[0], **common.settings(args)) for norm in NORMS}
+    configs = {norm: utils.RunConfig(norm=norm, seed=args.seeds[0], **{**overrides, **common.settings(args)})
+               for norm in NORMS}
     histories, params, rows = {norm: {} for norm in NORMS}, {}, []
     for run, (model, history) in zip(runs, pairs):
         histories[run["norm"]][run["seed"]] = history

@@ -122,3 +122,14 @@ def test_the_recipe_defaults_are_the_search_choice():
     for norm in "BLG":
         assert utils.RunConfig(norm=norm, **search.CANDIDATES[search.CHOSEN]) == utils.RunConfig(norm=norm)
     assert utils.RunConfig(**search.CANDIDATES["base"]) != utils.RunConfig()  # the search started elsewhere
+
+
+def test_only_a_finalist_is_scored_on_the_test_set(monkeypatch, capsys, tmp_path):
+    from studies import search
+
+    monkeypatch.setattr(search, "FINALISTS", [])
+    monkeypatch.setattr("sys.argv", ["seeds.py", "--candidate", "SiLU", "--images", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        seeds.main()
+    assert "'SiLU' is not a finalist" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    assert seeds.finalist_dir("SiLU, last 3 epochs unaugmented").endswith("finalists/silu-last-3-epochs-unaugmented")

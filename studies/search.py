@@ -117,7 +117,7 @@ ROUNDS = {
 }
 # The candidates that met a round's rule for a finalist: only these are scored on the test set
 # (studies/seeds.py --candidate NAME).
-FINALISTS = []
+FINALISTS = ["SiLU, last 3 epochs unaugmented"]  # round 13
 # What the search chose: the recipe's defaults (config.RunConfig) are START with these changes.
 CHOSEN = "elastic 20"
 COLUMNS = ["round", "candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",

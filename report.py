@@ -473,16 +473,19 @@ def section_finalists():
     (the headline study), per norm and paired by seed."""
     from studies import stats
 
-    folder = os.path.join(ROOT, "studies", "finalists")
-    studies = sorted(os.path.join(folder, name, "summary.json") for name in
-                     (os.listdir(folder) if os.path.isdir(folder) else []))
-    studies = [path for path in studies if os.path.exists(path)]
-    if not studies:
+    from studies import search
+
+    if not search.FINALISTS:
         return "No candidate has become a finalist: the test set has scored the chosen recipe only."
-    recipe = read_json(images("summary.json"))
-    parts = [f"Finalists scored on the test set: {len(studies)}."]
-    for path in studies:
-        summary = read_json(path)
+    paths = {name: os.path.join(ROOT, "studies", "finalists", search.finalist_folder(name), "summary.json")
+             for name in search.FINALISTS}
+    scored = [name for name, path in paths.items() if os.path.exists(path)]
+    waiting = [name for name in search.FINALISTS if name not in scored]
+    parts = [f"Finalists: {len(search.FINALISTS)}; scored on the test set: {len(scored)}."
+             + (f" Not yet scored: {', '.join(waiting)} (`python studies/seeds.py --candidate NAME`)." if waiting else "")]
+    recipe = read_json(images("summary.json")) if scored else None
+    for name in scored:
+        path, summary = paths[name], read_json(paths[name])
         norms = [n for n in NORM_ORDER if n in summary]
         rows = []
         for n in norms:
@@ -497,7 +500,7 @@ def section_finalists():
         table = markdown_table(["variant", "params", "finalist: mean final test accuracy (95% CI)",
                                 "the recipe, same seeds", "finalist − recipe, paired by seed (95% CI)",
                                 "mean ≥ 99.50%?"], rows)
-        parts.append(f"**{summary['run'].get('candidate', os.path.basename(os.path.dirname(path)))}**, "
+        parts.append(f"**{name}**, "
                      f"{'/'.join(map(str, seeds))} seeds per variant, trained on all 60,000 images:\n\n{table}\n\n"
                      + provenance(summary["run"], "Trained by"))
     return "\n\n".join(parts)

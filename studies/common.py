@@ -4,6 +4,7 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import os
 import sys
 import time
@@ -56,7 +57,7 @@ def sweep(runs, args):
     info = report.run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
                            seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
                            mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
-                           command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
+                           command=shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, seconds, info
 

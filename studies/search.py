@@ -11,6 +11,7 @@ records each round's device, time and commit; studies/README.md tabulates them.
 """
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,18 +107,24 @@ ROUNDS = {
     # (the last 3 of the 20 epochs on the training images as they are, so that the network, and
     # BatchNorm's running statistics, finish on images like the ones it is scored on).
     12: dict(candidates=["SiLU", "last 3 epochs unaugmented"], seeds=[1, 2, 3, 4], against=CHECK),
-    # Round 13, a confirmation on fresh seeds. Neither of round 12's candidates met the screen's rule,
-    # but both led with the narrowest CIs since round 6, and 12 pairs detect a gain of the size
-    # BatchNorm lacks on the test set (+0.035) only rarely. So their combination is tested once on
-    # seeds 5-14, which no screen used, paired with round 6's networks of the same seeds; the
-    # screens' seeds 1-4 take no part in the verdict. Decided before it ran: if the paired 95% CI lies
-    # above 0 it becomes a finalist (round 9's rule), trained on all 60,000 images and scored on the
-    # test set.
+    # Round 13, a confirmation on fresh seeds, chosen after seeing round 12 (post hoc, and said so in
+    # studies/README.md): neither of round 12's candidates met the screen's rule, but both were
+    # positive, and 12 pairs can miss a gain of the size BatchNorm lacks. So their combination, never
+    # screened as such, is tested once on seeds 5-14, which no screen used, paired with round 6's
+    # networks of the same seeds (the validation images are the same as every round's). Decided before
+    # it ran: if the paired 95% CI lies above 0 it becomes a finalist (round 9's rule), trained on all
+    # 60,000 images and scored on the test set.
     13: dict(candidates=["SiLU, last 3 epochs unaugmented"], seeds=list(range(5, 15)), against=CHECK),
 }
 # The candidates that met a round's rule for a finalist: only these are scored on the test set
 # (studies/seeds.py --candidate NAME).
 FINALISTS = ["SiLU, last 3 epochs unaugmented"]  # round 13
+
+
+def finalist_folder(name):
+    """The folder, under studies/finalists/, of a finalist's test-set study, e.g. 'silu-last-3-epochs-unaugmented'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
 # What the search chose: the recipe's defaults (config.RunConfig) are START with these changes.
 CHOSEN = "elastic 20"
 COLUMNS = ["round", "candidate", "norm", "seed", "layout", "params", "overrides", "val_accuracy", "val_loss",

@@ -16,7 +16,6 @@ The README's tables and paired comparisons are computed from these by report.py.
 
 import dataclasses
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,9 +65,10 @@ def draw(images):
 
 
 def finalist_dir(name):
-    """Where the test-set study of the search candidate `name` is written."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return os.path.join(common.ROOT, "studies", "finalists", slug)
+    """Where the test-set study of the search finalist `name` is written."""
+    from studies import search
+
+    return os.path.join(common.ROOT, "studies", "finalists", search.finalist_folder(name))
 
 
 def main():
@@ -88,6 +88,11 @@ def main():
         overrides = search.CANDIDATES[args.candidate]
         if args.images == common.IMAGES:
             args.images = finalist_dir(args.candidate)
+        headline = os.path.realpath(common.IMAGES)
+        if os.path.commonpath([os.path.realpath(args.images), headline]) == headline:
+            parser.error(f"--images {args.images}: a finalist's study is not written into Images/, which holds "
+                         "the recipe's headline study; leave --images out (studies/finalists/<name>) or name "
+                         "another folder")
         os.makedirs(args.images, exist_ok=True)
     if args.figures:
         return draw(args.images)

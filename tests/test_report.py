@@ -231,7 +231,10 @@ def test_a_field_added_after_a_result_counts_as_its_default_not_as_a_change(monk
 
 def test_a_finalist_is_compared_with_the_recipe_seed_by_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    monkeypatch.setattr(search, "FINALISTS", [])
     assert "No candidate has become a finalist" in report.section_finalists()
+    monkeypatch.setattr(search, "FINALISTS", ["wider"])
+    assert "scored on the test set: 0. Not yet scored: wider" in report.section_finalists()
     recipe = {n: dict(name=n, params=7850, seeds=[1, 2, 3], final_test_accuracy_per_seed=[99.40, 99.45, 99.50])
               for n in "BLG"}
     finalist = {n: dict(recipe[n], seeds=[3, 2, 1], final_test_accuracy_per_seed=[99.60, 99.50, 99.41])
@@ -243,7 +246,7 @@ def test_a_finalist_is_compared_with_the_recipe_seed_by_seed(tmp_path, monkeypat
     (tmp_path / "studies" / "finalists" / "wider").mkdir(parents=True)
     (tmp_path / "studies" / "finalists" / "wider" / "summary.json").write_text(json.dumps(finalist))
     text = report.section_finalists()
-    assert "Finalists scored on the test set: 1." in text and "**wider**" in text
+    assert "Finalists: 1; scored on the test set: 1." in text and "**wider**" in text
     row = next(line for line in text.splitlines() if line.startswith("| B |"))
     by_seed = report.signed_ci(stats.paired([99.41, 99.50, 99.60], [99.40, 99.45, 99.50]))
     assert "**99.50%**" in row and "| 99.45% |" in row and f"| {by_seed} |" in row and row.endswith("| yes |")

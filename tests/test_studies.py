@@ -133,3 +133,9 @@ def test_only_a_finalist_is_scored_on_the_test_set(monkeypatch, capsys, tmp_path
         seeds.main()
     assert "'SiLU' is not a finalist" in capsys.readouterr().err and not list(tmp_path.iterdir())
     assert seeds.finalist_dir("SiLU, last 3 epochs unaugmented").endswith("finalists/silu-last-3-epochs-unaugmented")
+    monkeypatch.setattr(search, "FINALISTS", ["SiLU"])  # a finalist still never writes into Images/
+    inside = seeds.os.path.join(seeds.common.IMAGES, "..", "Images", "finalist")
+    monkeypatch.setattr("sys.argv", ["seeds.py", "--candidate", "SiLU", "--images", inside])
+    with pytest.raises(SystemExit):
+        seeds.main()
+    assert "is not written into Images/" in capsys.readouterr().err

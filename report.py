@@ -216,7 +216,7 @@ def section_comparisons():
     summary = read_json(images("summary.json"))
     norms = [n for n in NORM_ORDER if n in summary]
     pairs = [(a, b) for i, a in enumerate(norms) for b in norms[i + 1:]]
-    per_seed = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in norms}
+    per_seed = {n: seed_scores(summary, n) for n in norms}
     results = [paired_by_seed(per_seed[a], per_seed[b]) for a, b in pairs]
     adjusted = stats.holm([r["p"] for r in results])
     if min(r["n"] for r in results) < 2:
@@ -426,6 +426,11 @@ def section_shift_table():
     return shift_table(by_severity=False)[0]
 
 
+def seed_scores(summary, norm):
+    """{seed: final test accuracy} of one variant of a seeds-study summary.json."""
+    return dict(zip(summary[norm]["seeds"], summary[norm]["final_test_accuracy_per_seed"]))
+
+
 def paired_by_seed(a, b):
     """stats.paired over the seeds two {seed: value} dicts share."""
     from studies import stats
@@ -457,7 +462,7 @@ def section_recipe():
     return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
             f"channels), the blocks `{c.layout}` (`model.LAYOUT`: 3x3 convolutions, v unpadded, p max pooling; "
             f"{'/'.join(map(str, widths))} channels), each convolution followed by the norm and "
-            f"{dict(relu='ReLU', silu='SiLU')[c.activation]}, global "
+            f"{model.ACTIVATIONS[c.activation].__name__}, global "
             f"average pooling, a 1x1 convolution to 10 classes: {counts}. BatchNorm normalizes over (N, H, W) per channel, LayerNorm over (C, H, W) "
             f"per image, GroupNorm over (C/{RunConfig(norm='G').groups}, H, W) per image and group.\n"
             f"- **Recipe** (`RunConfig`'s defaults): {c.optimizer.replace('adamw', 'AdamW')} with weight decay "
@@ -471,9 +476,7 @@ def section_recipe():
 def section_finalists():
     """Each search finalist's test-set study (studies/seeds.py --candidate) against the recipe's
     (the headline study), per norm and paired by seed."""
-    from studies import stats
-
-    from studies import search
+    from studies import search, stats
 
     if not search.FINALISTS:
         return "No candidate has become a finalist: the test set has scored the chosen recipe only."
@@ -489,8 +492,7 @@ def section_finalists():
         norms = [n for n in NORM_ORDER if n in summary]
         rows = []
         for n in norms:
-            mine = dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"]))
-            theirs = dict(zip(recipe[n]["seeds"], recipe[n]["final_test_accuracy_per_seed"]))
+            mine, theirs = seed_scores(summary, n), seed_scores(recipe, n)
             d, shared = stats.describe(list(mine.values())), sorted(set(mine) & set(theirs))
             gain = paired_by_seed(mine, theirs)
             rows.append([summary[n]["name"], f"{summary[n]['params']:,}", f"**{d['mean']:.2f}%** ({interval(d['ci'])})",
@@ -611,7 +613,7 @@ def split_scores():
         return None
     summary = read_json(images("summary.json"))
     scores = {"validation": {n: {r["seed"]: r["val_accuracy"] for r in rows if r["norm"] == n} for n in NORM_ORDER},
-              "test": {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"]))
+              "test": {n: seed_scores(summary, n)
                        for n in NORM_ORDER}}
     if os.path.exists(images("splits.csv")):
         same = read_csv(images("splits.csv"))

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from model import ACTIVATIONS, DEFAULT_GROUPS, LAYOUT, NORMS, Net, check_groups, layout_channels, norm_flag
+from model import ACTIVATION, ACTIVATIONS, DEFAULT_GROUPS, LAYOUT, NORMS, Net, check_groups, layout_channels, norm_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,7 @@ class RunConfig:
 
     norm: str = "B"              # 'B' BatchNorm, 'L' LayerNorm, 'G' GroupNorm (aliases work too)
     layout: str = LAYOUT         # the network's blocks (model.LAYOUT); the default is the one compared
-    activation: str = "relu"     # the nonlinearity after each norm: "relu", or "silu"
+    activation: str = ACTIVATION  # the nonlinearity after each norm: "silu" (model.ACTIVATION), or "relu"
     epochs: int = 20
     seed: int = 1                # seeds the weights, the shuffling and the augmentation
     batch_size: int = 128        # images per optimizer step
@@ -38,7 +38,8 @@ class RunConfig:
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     scale: float = 0.0           # random zoom, fraction either way
     elastic: float = 20.0        # elastic distortion, pixels (Simard et al. 2003); chosen by studies/search.py
-    clean_epochs: int = 0        # the last N epochs train on the images as they are, without augmentation
+    clean_epochs: int | None = None  # the last N epochs train on the images as they are, without augmentation;
+    #                              None: 3 per 20 epochs, rounded down (3 for the recipe's 20; none under 7)
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     precision: str = "fp32"      # "fp32", or "bf16" (autocast for the training forward pass)
@@ -59,6 +60,8 @@ class RunConfig:
                     eval_batch_size=(1, 100_000))
         for name, (low, high) in ints.items():
             _check_number(name, getattr(self, name), low, high, integer=True)
+        if self.clean_epochs is None:
+            set_("clean_epochs", self.epochs * 3 // 20)
         _check_number("clean_epochs", self.clean_epochs, 0, self.epochs, integer=True)
         for name in ("train_limit", "test_limit", "norm_batch"):
             if getattr(self, name) is not None:

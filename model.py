@@ -129,13 +129,14 @@ def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}  # the nonlinearity after each norm
+ACTIVATION = "silu"  # the recipe's: chosen over ReLU on a validation split (studies/search.py, round 13)
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> ReLU (or SiLU).
+    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> SiLU (or ReLU).
     norm(channels) builds the normalization layer."""
 
-    def __init__(self, in_channels, out_channels, norm, padding=1, activation="relu"):
+    def __init__(self, in_channels, out_channels, norm, padding=1, activation=ACTIVATION):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
             norm(out_channels),
@@ -145,10 +146,10 @@ class ConvBlock(nn.Sequential):
 
 class SeparableBlock(nn.Sequential):
     """Depthwise-separable convolution: a 3x3 convolution of each channel by itself -> norm ->
-    ReLU, then a 1x1 convolution mixing the channels -> norm -> ReLU. About 9C + C*C' weights
+    SiLU, then a 1x1 convolution mixing the channels -> norm -> SiLU. About 9C + C*C' weights
     where a full 3x3 convolution has 9C*C'."""
 
-    def __init__(self, in_channels, out_channels, norm, padding=1, activation="relu"):
+    def __init__(self, in_channels, out_channels, norm, padding=1, activation=ACTIVATION):
         super().__init__(
             nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
             norm(in_channels),
@@ -177,7 +178,7 @@ def layout_channels(layout):
     return [int(t.lstrip("cdvf")) for t in tokens if t != "p"]
 
 
-def build_layers(layout, norm, activation="relu"):
+def build_layers(layout, norm, activation=ACTIVATION):
     """The feature layers of `layout`: space-to-depth, then one block per token; norm(channels)
     builds each normalization layer; `activation` names the nonlinearity (ACTIVATIONS)."""
     layers, channels, tokens = [], 1, layout.split()
@@ -208,7 +209,7 @@ class Net(nn.Module):
         layout: the blocks after the stem (see LAYOUT); the default is the network compared here.
         norm_batch: BatchNorm only: training statistics over ghost batches of this many images
             (None: the whole batch). See GhostBatchNorm2d.
-        activation: the nonlinearity after each norm, 'relu' (default) or 'silu'.
+        activation: the nonlinearity after each norm, 'silu' (default, ACTIVATION) or 'relu'.
 
     forward(x) takes (N, 1, 28, 28) normalized images and returns (N, 10) log-probabilities.
 
@@ -220,7 +221,7 @@ class Net(nn.Module):
     1x1 convolution to the 10 classes. No dropout: the augmentation in utils.py regularizes.
     """
 
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None, activation="relu"):
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None, activation=ACTIVATION):
         super().__init__()
         self.norm = norm_flag(norm)
         channels = layout_channels(layout)

@@ -77,7 +77,8 @@ def test_the_key_changes_with_every_setting_and_the_data():
         if field.name in ("norm", "groups", "l1_lambda"):
             continue
         value = getattr(base, field.name)
-        other_string = {"adamw": "sgd", "fp32": "bf16", base.layout: "c14 p v14", "relu": "silu"}
+        other_string = {"adamw": "sgd", "fp32": "bf16", base.layout: "c14 p v14", "relu": "silu",
+                        "silu": "relu"}
         changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v / 2 if v else 0.1,
                    str: other_string.get, type(None): lambda v: 7}[type(value)](value)
         keys.add(sweeps.run_key(dataclasses.replace(base, **{field.name: changed}), cpu, "mnist"))

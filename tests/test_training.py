@@ -101,7 +101,12 @@ def test_clean_epochs_train_the_last_epochs_on_the_images_as_they_are(make_data,
     assert sum(calls) == 64  # the first epoch only
     calls.clear()
     utils.run("L", epochs=3, data=make_data(64, 16), progress=False, **TINY)
-    assert sum(calls) == 3 * 64
+    assert sum(calls) == 3 * 64  # by default none of 3 epochs: 3 per 20, rounded down
+
+
+def test_clean_epochs_default_to_3_per_20_epochs_rounded_down():
+    assert [utils.RunConfig(epochs=e).clean_epochs for e in (1, 6, 7, 13, 14, 20, 40)] == [0, 0, 1, 1, 2, 3, 6]
+    assert utils.RunConfig(epochs=20, clean_epochs=0).clean_epochs == 0  # an explicit value stays
 
 
 def test_same_seed_gives_identical_histories_on_cpu(make_data):

@@ -151,6 +151,12 @@ def images(*parts):
     return os.path.join(ROOT, "Images", *parts)
 
 
+def previous_recipe(*parts):
+    """The seeds study of the recipe before round 13's finalist was adopted (ReLU, every epoch
+    augmented): Images/summary.json and seeds.csv as they were at commit 3df6022."""
+    return os.path.join(ROOT, "studies", "previous_recipe", *parts)
+
+
 def signed(value, digits=2):
     return f"{value:+.{digits}f}".replace("-", "−")
 
@@ -221,7 +227,9 @@ def section_comparisons():
     adjusted = stats.holm([r["p"] for r in results])
     if min(r["n"] for r in results) < 2:
         return "Paired comparisons need at least 2 seeds per variant."
-    scores = split_scores()
+    from studies.search import CHOSEN
+
+    scores = split_scores(CHOSEN, images("summary.json"))
     validation = {name: paired_by_seed(scores["validation"][a], scores["validation"][b])
                   for a, b, name in NORM_PAIRS} if scores else {}
     rows, real = [], []
@@ -243,8 +251,9 @@ def section_comparisons():
         clear = [name for name, v in validation.items() if not v["ci"][0] <= 0 <= v["ci"][1]]
         seeds = next(iter(validation.values()))["n"]
         apart = [name for name, _, p in splits_disagree(scores) if p < 0.05]
-        words += (f" Last column: trained on 50,000 training images, scored on the last 10,000 ([search round "
-                  f"6](studies/README.md#validation-split-against-test-set), {seeds} seeds): "
+        rounds = " and ".join(map(str, scores["rounds"]))
+        words += (f" Last column: the same recipe trained on 50,000 training images, scored on the last 10,000 "
+                  f"([search round {rounds}](studies/README.md#how-the-recipe-was-chosen), {seeds} seeds): "
                   f"{'the CI excludes 0 for ' + ', '.join(clear) if clear else 'every CI includes 0'}"
                   + (f"; {', '.join(apart)} differs between the splits (Welch)." if apart else "."))
     return f"{table}\n\n{words}"
@@ -317,14 +326,19 @@ def batch_size_results():
     return finding, tables
 
 
+# RunConfig fields added after some results were saved, with the value that computes what runs
+# computed before the field existed (the recipe's defaults have moved on since: SiLU, clean epochs).
+FIELDS_BEFORE_ADDED = {"activation": "relu", "clean_epochs": 0}
+
+
 def saved_config(saved):
-    """A configuration saved with a result, with every RunConfig field added since at its default:
-    a field is added with a default that keeps the behaviour runs had before it existed."""
+    """A configuration saved with a result, with every RunConfig field added since at the value that
+    keeps the behaviour runs had before it existed (FIELDS_BEFORE_ADDED, else the field's default)."""
     import dataclasses
 
     from config import RunConfig
 
-    return {**{f.name: f.default for f in dataclasses.fields(RunConfig)}, **saved}
+    return {**{f.name: f.default for f in dataclasses.fields(RunConfig)}, **FIELDS_BEFORE_ADDED, **saved}
 
 
 def batch_size_recipe_changes():
@@ -474,8 +488,9 @@ def section_recipe():
 
 
 def section_finalists():
-    """Each search finalist's test-set study (studies/seeds.py --candidate) against the recipe's
-    (the headline study), per norm and paired by seed."""
+    """Each search finalist's test-set study (studies/seeds.py --candidate) against the seeds study
+    of the recipe it would replace (studies/previous_recipe/ once one was adopted, else the
+    headline study), per norm and paired by seed."""
     from studies import search, stats
 
     if not search.FINALISTS:
@@ -486,7 +501,8 @@ def section_finalists():
     waiting = [name for name in search.FINALISTS if name not in scored]
     parts = [f"Finalists: {len(search.FINALISTS)}; scored on the test set: {len(scored)}."
              + (f" Not yet scored: {', '.join(waiting)} (`python studies/seeds.py --candidate NAME`)." if waiting else "")]
-    recipe = read_json(images("summary.json")) if scored else None
+    before = previous_recipe("summary.json")
+    recipe = read_json(before if os.path.exists(before) else images("summary.json")) if scored else None
     for name in scored:
         path, summary = paths[name], read_json(paths[name])
         norms = [n for n in NORM_ORDER if n in summary]
@@ -500,9 +516,10 @@ def section_finalists():
                          "yes" if d["mean"] >= 99.5 else "no"])
         seeds = sorted({len(summary[n]["seeds"]) for n in norms})
         table = markdown_table(["variant", "params", "finalist: mean final test accuracy (95% CI)",
-                                "the recipe, same seeds", "finalist − recipe, paired by seed (95% CI)",
+                                "the recipe before, same seeds", "finalist − recipe before, paired by seed (95% CI)",
                                 "mean ≥ 99.50%?"], rows)
-        parts.append(f"**{name}**, "
+        adopted = " (adopted: now the recipe, whose seeds study is the headline)" if name == search.CHOSEN else ""
+        parts.append(f"**{name}**{adopted}, "
                      f"{'/'.join(map(str, seeds))} seeds per variant, trained on all 60,000 images:\n\n{table}\n\n"
                      + provenance(summary["run"], "Trained by"))
     return "\n\n".join(parts)
@@ -533,21 +550,24 @@ def section_search():
 
 
 def search_choice(rows):
-    """The chosen candidate against the base, paired over the (norm, seed) runs they share; and
-    each candidate tried and not adopted whose runs scored their network before and after the
-    change (precise BN), paired network by network."""
+    """Each choice (search.CHOICES) against what it was paired with, over the (norm, seed) runs
+    they share; and each candidate tried and not adopted whose runs scored their network before
+    and after the change (precise BN), paired network by network."""
     from studies import stats
-    from studies.search import CHOSEN
+    from studies.search import CHOICES
 
-    chosen, base = candidate_scores(rows, CHOSEN), candidate_scores(rows, "base")
-    shared = sorted(set(chosen) & set(base))
-    r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
-    text = (f"**Chosen: {CHOSEN}** (`CHOSEN` in [`search.py`](search.py); `RunConfig`'s defaults are that "
-            f"recipe). Paired with the base over the {len(shared)} runs (norm, seed) they share: "
-            f"{signed(r['mean'], 3)} points of validation accuracy (95% CI {interval(r['ci'], 3, sign=True)}, "
-            f"p = {r['p']:.2g}). "
-            + ("The CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
-               else "The CI excludes 0."))
+    steps = []
+    for name, against in CHOICES:
+        chosen, base = candidate_scores(rows, name), candidate_scores(rows, against)
+        shared = sorted(set(chosen) & set(base))
+        r = stats.paired([chosen[k] for k in shared], [base[k] for k in shared])
+        steps.append(f"**Chosen: {name}**, paired with *{against}* over the {len(shared)} runs (norm, seed) they "
+                     f"share: {signed(r['mean'], 3)} points of validation accuracy (95% CI "
+                     f"{interval(r['ci'], 3, sign=True)}, p = {r['p']:.2g}); "
+                     + ("the CI includes 0: the gain is small next to the seed-to-seed noise." if r["ci"][0] <= 0 <= r["ci"][1]
+                        else "the CI excludes 0."))
+    text = (f"`CHOICES` in [`search.py`](search.py), in order; `RunConfig`'s defaults are the last.\n\n"
+            + "\n\n".join(steps))
     within = [r for r in rows if r.get("val_accuracy_before_precise_bn", "") != ""]
     for name in dict.fromkeys(r["candidate"] for r in within):
         mine = [r for r in within if r["candidate"] == name]
@@ -600,22 +620,23 @@ def against_text(rows):
 NORM_PAIRS = [(a, b, f"{NORMS[a]} − {NORMS[b]}") for i, a in enumerate(NORM_ORDER) for b in NORM_ORDER[i + 1:]]
 
 
-def split_scores():
-    """Final accuracy per norm as {seed: accuracy}: "validation" (search round 6: the recipe on
-    50,000 training images, scored on the last 10,000) and "test" (the seeds study); once
-    studies/splits.py has run, also "same_validation" and "same_test" (round 6's networks scored
-    on both). None when round 6 has not run."""
+def split_scores(candidate, summary_path):
+    """Final accuracy per norm as {seed: accuracy} of one recipe: "validation" (a search candidate's
+    runs on 50,000 training images, scored on the last 10,000) and "test" (that recipe's seeds
+    study, summary_path); for round 6's check, once studies/splits.py has run, also
+    "same_validation" and "same_test" (round 6's networks scored on both). None when the
+    candidate has no runs."""
     from studies.common import read_csv
     from studies.search import CHECK
 
-    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == CHECK]
+    rows = [r for r in read_csv(os.path.join(ROOT, "studies", "search.csv")) if r["candidate"] == candidate]
     if not rows:
         return None
-    summary = read_json(images("summary.json"))
+    summary = read_json(summary_path)
     scores = {"validation": {n: {r["seed"]: r["val_accuracy"] for r in rows if r["norm"] == n} for n in NORM_ORDER},
-              "test": {n: seed_scores(summary, n)
-                       for n in NORM_ORDER}}
-    if os.path.exists(images("splits.csv")):
+              "test": {n: seed_scores(summary, n) for n in NORM_ORDER},
+              "rounds": sorted({r["round"] for r in rows})}
+    if candidate == CHECK and os.path.exists(images("splits.csv")):
         same = read_csv(images("splits.csv"))
         for key, column in (("same_validation", "val_accuracy"), ("same_test", "test_accuracy")):
             scores[key] = {n: {r["seed"]: r[column] for r in same if r["norm"] == n} for n in NORM_ORDER}
@@ -641,12 +662,14 @@ def section_validation_table():
     """The norms on the validation split and the test set, per norm and paired; with
     studies/splits.py, round 6's networks scored on the test set too."""
     from studies import stats
+    from studies.search import CHECK
 
-    scores = split_scores()
+    summary_path = previous_recipe("summary.json")  # the recipe round 6 trained
+    scores = split_scores(CHECK, summary_path)
     if scores is None:
         return "*Not run yet: `python studies/search.py --rounds 6` makes it.*"
     columns = ["validation"] + (["same_test"] if "same_test" in scores else []) + ["test"]
-    summary = read_json(images("summary.json"))
+    summary = read_json(summary_path)
 
     def cell(d):
         return f"{d['mean']:.2f} ({interval(d['ci'])})"
@@ -658,7 +681,7 @@ def section_validation_table():
     header = ["final accuracy (%), mean (95% CI); differences paired by seed",
               f"validation split (round 6, {n_val} seeds; 50,000 training images)"]
     header += ["test set, the same networks (`studies/splits.py`)"] if "same_test" in scores else []
-    header += [f"test set (seeds study, {n_test} seeds; 60,000 training images)"]
+    header += [f"test set (that recipe's seeds study, {n_test} seeds; 60,000 training images)"]
     table = markdown_table(header, lines)
     disagree = splits_disagree(scores)
     gaps = [f"{name} {signed_ci(w)}, p = {w['p']:.2g}, Holm {p:.2g}" for name, w, p in disagree]

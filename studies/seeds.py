@@ -5,7 +5,8 @@
 
 --candidate trains a recipe search candidate (studies/search.py) that became a finalist on the
 validation split instead of the recipe, on all 60,000 images, and writes the same files to
-studies/finalists/<its name> (not to Images/); report.py compares it with the recipe there.
+studies/finalists/<its name> (not to Images/); report.py compares it there with the seeds study
+of the recipe it would replace (studies/previous_recipe/ once a finalist was adopted).
 
 Writes Images/seeds.csv (one row per run), Images/history.csv (every epoch of every run),
 Images/summary.json (per variant, with every seed's final accuracy in seed order, and what

@@ -1,10 +1,11 @@
 """Why do BatchNorm and GroupNorm compare differently on the test set and the validation split?
 
-    python studies/splits.py     # the recipe on the first 50,000 training images, 20 seeds per norm
+    python studies/splits.py     # round 6's networks: 50,000 training images, 20 seeds per norm
 
-Search round 6 (studies/search.py) trains the recipe on the first 50,000 training images and
-scores the last 10,000: there the norms are level, while the seeds study (all 60,000 images,
-scored on the test set) has BatchNorm's mean below GroupNorm's, and the two splits' differences
+Search round 6 (studies/search.py) trains the recipe of the time (ReLU, every epoch augmented,
+before round 13's finalist was adopted) on the first 50,000 training images and scores the last
+10,000: there the norms are level, while that recipe's seeds study (all 60,000 images, scored on
+the test set; kept in studies/previous_recipe/) has BatchNorm's mean below GroupNorm's, and the two splits' differences
 disagree (studies/README.md has the numbers). The two differ in the images scored and
 in the training set's size. This takes round 6's networks (the same runs: from runs/, or trained
 here if missing) and scores each on the MNIST test set too, so that every network has both

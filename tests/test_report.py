@@ -112,13 +112,17 @@ def test_search_choice_pairs_the_choice_with_the_base_and_a_tried_change_with_it
     for seed, (base, chosen, before, after) in enumerate([(99.30, 99.40, 99.41, 99.51), (99.32, 99.36, 99.36, 99.56),
                                                           (99.34, 99.44, 99.44, 99.74)], start=1):
         rows += [dict(round=1, candidate="base", norm="B", seed=seed, val_accuracy=base),  # older rows: no column
-                 dict(round=2, candidate=search.CHOSEN, norm="B", seed=seed, val_accuracy=chosen,
+                 dict(round=2, candidate="elastic 20", norm="B", seed=seed, val_accuracy=chosen,
                       val_accuracy_before_precise_bn=""),
+                 dict(round=6, candidate=search.CHECK, norm="B", seed=seed, val_accuracy=chosen),
+                 dict(round=13, candidate=search.CHOICES[-1][0], norm="B", seed=seed, val_accuracy=chosen + 0.05),
                  dict(round=5, candidate="tried", norm="B", seed=seed, val_accuracy=after,
                       val_accuracy_before_precise_bn=before)]
     text = report.search_choice(rows)
     # chosen − base: +0.10, +0.04, +0.10; tried − the same networks before it: +0.10, +0.20, +0.30
-    assert "Paired with the base over the 3 runs (norm, seed) they share: +0.080 points" in text
+    assert "**Chosen: elastic 20**, paired with *base* over the 3 runs (norm, seed) they share: +0.080 points" in text
+    assert f"**Chosen: {search.CHOSEN}**, paired with *{search.CHECK}* over the 3 runs (norm, seed) they share: " \
+           "+0.050 points" in text
     assert "**Not adopted: tried** (round 5). Each of its 3 BatchNorm networks" in text
     assert ": +0.200 points (95% CI" in text
 
@@ -170,28 +174,32 @@ def test_provenance_says_when_a_study_was_loaded_from_runs_rather_than_trained()
     assert "(1 of 4 runs trained in that call, 1.5 min; the rest loaded from earlier calls, 1.5 min per run" in partly
 
 
-def test_comparisons_add_the_validation_split_when_round_6_has_run(tmp_path, monkeypatch):
+def test_comparisons_add_the_validation_split_of_the_same_recipe_once_it_has_run(tmp_path, monkeypatch):
     shutil.copytree(os.path.join(ROOT, "Images"), tmp_path / "Images")
-    (tmp_path / "studies").mkdir()
+    shutil.copytree(os.path.join(ROOT, "studies", "previous_recipe"), tmp_path / "studies" / "previous_recipe")
     monkeypatch.setattr(report, "ROOT", str(tmp_path))
     header = "round,candidate,norm,seed,val_accuracy\n"
     (tmp_path / "studies" / "search.csv").write_text(header + "1,base,B,1,99.0\n")
-    assert "validation split" not in report.section_comparisons()  # round 6 not run: no column
-    rows = [f"6,\"{search.CHECK}\",{norm},{seed},{99.4 + (0.1 if norm == 'G' else 0) + seed / 100}"
-            for norm in "BLG" for seed in (1, 2, 3)]  # G exactly 0.1 above B and L on every seed
-    (tmp_path / "studies" / "search.csv").write_text(header + "\n".join(rows) + "\n")
-    text = report.section_comparisons()
+    assert "validation split" not in report.section_comparisons()  # the recipe not run on it: no column
+
+    def rows(round_, name, gap):  # G exactly `gap` above B and L on every seed
+        return [f"{round_},\"{name}\",{norm},{seed},{99.4 + (gap if norm == 'G' else 0) + seed / 100}"
+                for norm in "BLG" for seed in (1, 2, 3)]
+    (tmp_path / "studies" / "search.csv").write_text(
+        header + "\n".join(rows(6, search.CHECK, 0.2) + rows(13, search.CHOSEN, 0.1)) + "\n")
+    text = report.section_comparisons()  # the recipe's headline with the recipe's validation runs
     assert "| validation split (95% CI) |" in text
     assert "| BatchNorm − LayerNorm |" in text and "+0.00 (+0.00 to +0.00) |" in text
     assert "−0.10 (−0.10 to −0.10) |" in text
-    assert "3 seeds): the CI excludes 0 for BatchNorm − GroupNorm, LayerNorm − GroupNorm" in text
-    table = report.section_validation_table()
-    assert "| BatchNorm − GroupNorm | −0.10 (−0.10 to −0.10) |" in table and "Welch" in table
+    assert "[search round 13](studies/README.md#how-the-recipe-was-chosen), 3 seeds): the CI excludes 0 for " \
+           "BatchNorm − GroupNorm, LayerNorm − GroupNorm" in text
+    table = report.section_validation_table()  # round 6 with the seeds study of the recipe it trained
+    assert "| BatchNorm − GroupNorm | −0.20 (−0.20 to −0.20) |" in table and "Welch" in table
 
 
 def test_validation_table_pairs_the_same_networks_across_the_splits(tmp_path, monkeypatch):
     shutil.copytree(os.path.join(ROOT, "Images"), tmp_path / "Images")
-    (tmp_path / "studies").mkdir()
+    shutil.copytree(os.path.join(ROOT, "studies", "previous_recipe"), tmp_path / "studies" / "previous_recipe")
     monkeypatch.setattr(report, "ROOT", str(tmp_path))
     search_rows, splits = ["round,candidate,norm,seed,val_accuracy"], ["norm,seed,val_accuracy,test_accuracy"]
     for norm in "BLG":
@@ -219,13 +227,18 @@ def test_run_info_names_the_commit_given_by_source_commit_over_a_copied_git(monk
     assert report.run_info("cpu")["git_commit"] == "0123abc (given by SOURCE_COMMIT, not checked)"
 
 
-def test_a_field_added_after_a_result_counts_as_its_default_not_as_a_change(monkeypatch):
-    saved = {k: v for k, v in report.read_json(report.images("batch_size.json"))["recipe"].items()
-             if k != "clean_epochs"}
+def test_a_field_added_after_a_result_counts_as_what_runs_did_before_it_not_as_its_default(monkeypatch):
+    import dataclasses
+
+    import utils
+
+    saved = {k: v for k, v in dataclasses.asdict(utils.RunConfig(norm="B")).items() if k not in ("norm", "seed")}
     monkeypatch.setattr(report, "read_json", lambda path: {"recipe": saved, "parameters": {}, "device": "CPU",
                                                            "torch": "2", "git_commit": "abc1234"})
     assert report.batch_size_recipe_changes()[1] == []
-    saved["elastic"] = 0.0  # a real change is still named
+    del saved["activation"], saved["clean_epochs"]  # saved before they existed: ReLU, every epoch augmented
+    assert report.batch_size_recipe_changes()[1] == ["activation", "clean_epochs"]
+    saved.update(activation="silu", clean_epochs=3, elastic=0.0)  # a real change is still named
     assert report.batch_size_recipe_changes()[1] == ["elastic"]
 
 

@@ -263,3 +263,19 @@ def test_a_finalist_is_compared_with_the_recipe_seed_by_seed(tmp_path, monkeypat
     row = next(line for line in text.splitlines() if line.startswith("| B |"))
     by_seed = report.signed_ci(stats.paired([99.41, 99.50, 99.60], [99.40, 99.45, 99.50]))
     assert "**99.50%**" in row and "| 99.45% |" in row and f"| {by_seed} |" in row and row.endswith("| yes |")
+
+
+def test_headline_says_which_variants_meet_the_target_from_their_means(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    (tmp_path / "Images").mkdir()
+    run = dict(device="CPU", torch="2", git_commit="abcdef0", parameters=dict(command="studies/seeds.py"))
+
+    def write(scores):
+        summary = {n: dict(name=f"norm {n}", params=7850, epochs=20, final_test_loss=0.02, seeds=[1, 2, 3],
+                           final_test_accuracy_per_seed=v) for n, v in scores.items()}
+        (tmp_path / "Images" / "summary.json").write_text(json.dumps({**summary, "run": run}))
+        return report.section_headline()
+
+    assert "at least 99.50%: met by all 3 variants. Trained" in write({n: [99.60, 99.62, 99.64] for n in "BLG"})
+    text = write({"B": [99.40, 99.45, 99.50], "L": [99.50, 99.55, 99.60], "G": [99.50, 99.55, 99.60]})
+    assert "met by norm L and norm G; missed by norm B" in text

@@ -123,6 +123,9 @@ def notebook_discussion(images_dir):
     later = {n: np.abs(np.diff(first[n]["test_accuracy"][epochs // 2:])) for n in norms}
     swing_norm = max(norms, key=lambda n: later[n].max() if len(later[n]) else 0)
     gaps = [abs(summary[n]["final_train_accuracy"] - final[n]) for n in norms]
+    clean = {saved_config(summary[n].get("config", {}))["clean_epochs"] for n in norms}
+    batches = ("on augmented batches" if clean == {0} else "on the training images as they are (the last "
+               f"{'/'.join(map(str, sorted(clean)))} epochs are unaugmented)")
     shared = set.intersection(*({m["index"] for m in mistakes[n]} for n in norms))
     bullets = [
         "**Final-epoch test accuracy**: " + ", ".join(f"{name[n]} **{final[n]:.2f}%**" for n in ranked)
@@ -132,7 +135,7 @@ def notebook_discussion(images_dir):
         f"{later[swing_norm].max() if len(later[swing_norm]) else 0:.2f} points from one epoch to the next "
         f"({name[swing_norm]}), so one seed's final differences do not rank the norms; the README's "
         "study over many seeds does.",
-        f"**Train against test**: at the last epoch the training accuracy on augmented batches is within "
+        f"**Train against test**: at the last epoch the training accuracy {batches} is within "
         f"{max(gaps):.2f} points of the test accuracy for every variant.",
         f"**Shared mistakes**: {len(shared)} test image(s) "
         + (f"({', '.join(f'#{i}' for i in sorted(shared))}) " if shared else "")
@@ -429,7 +432,8 @@ def section_shift():
             r = paired_by_seed(*(mean_by_seed(rows, m, lambda row: row["corruption"] == corruption)
                                  for m in (model, "B")))
             (higher if r["ci"][0] > 0 else lower if r["ci"][1] < 0 else level).append(corruption)
-        findings.append(f"{MODELS[model]} higher on {', '.join(higher) or 'none'}, lower on {', '.join(lower) or 'none'}")
+        said = [f"{word} on {', '.join(found)}" for word, found in (("higher", higher), ("lower", lower)) if found]
+        findings.append(f"{MODELS[model]} {', '.join(said) or 'level on every one'}")  # "none" names the clean set
     seeds = len({r["seed"] for r in rows})
     return (f"Against {MODELS['B']}, mean accuracy over all corrupted sets, paired over {seeds} seeds (95% CI): "
             + "; ".join(lines) + ". Per corruption (paired CI clear of 0): "

@@ -279,3 +279,31 @@ def test_headline_says_which_variants_meet_the_target_from_their_means(tmp_path,
     assert "at least 99.50%: met by all 3 variants. Trained" in write({n: [99.60, 99.62, 99.64] for n in "BLG"})
     text = write({"B": [99.40, 99.45, 99.50], "L": [99.50, 99.55, 99.60], "G": [99.50, 99.55, 99.60]})
     assert "met by norm L and norm G; missed by norm B" in text
+
+
+def test_shift_finding_names_only_the_corruptions_where_a_norm_differs(tmp_path, monkeypatch):
+    from studies.shift import CORRUPTIONS
+
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    (tmp_path / "Images").mkdir()
+    lines = ["norm,seed,corruption,severity,test_accuracy"]
+    for seed, wobble in ((1, 0.0), (2, 0.3), (3, -0.2)):
+        for corruption, severities in CORRUPTIONS.items():
+            for severity in severities:
+                for norm in ("B", "L"):  # L exactly 5 points higher on noise, equal to B elsewhere
+                    gain = 5.0 if norm == "L" and corruption == "noise" else 0.0
+                    lines.append(f"{norm},{seed},{corruption},{severity},{90 + wobble + gain}")
+    (tmp_path / "Images" / "shift.csv").write_text("\n".join(lines) + "\n")
+    text = report.section_shift()
+    assert "LayerNorm higher on noise; level elsewhere." in text and "lower" not in text
+
+
+def test_notebook_discussion_says_what_the_last_epoch_trained_on(tmp_path):
+    images = tmp_path / "notebook"
+    shutil.copytree(os.path.join(ROOT, "Images", "notebook"), images)
+    assert "the last 3 epochs are unaugmented" in report.notebook_discussion(str(images))
+    summary = json.loads((images / "summary.json").read_text())
+    for norm in "BLG":
+        del summary[norm]["config"]["clean_epochs"]  # saved before the field existed: every epoch augmented
+    (images / "summary.json").write_text(json.dumps(summary))
+    assert "the training accuracy on augmented batches is within" in report.notebook_discussion(str(images))

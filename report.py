@@ -299,7 +299,7 @@ def batch_size_results():
                  for size in sorted({r["batch_size"] for r in real})]
     base = next(r for r in ghost if r["norm_batch"] == sizes[-1])
     real_seeds = {r["seed"] for r in real}
-    real_rows.append([f"{base['batch_size']} (the recipe)", f"{base['max_lr']:g}",
+    real_rows.append([f"{base['batch_size']} (the study's recipe)", f"{base['max_lr']:g}",
                       *(cell({seed: v for seed, v in values(n, "ghost", "norm_batch", sizes[-1]).items()
                               if seed in real_seeds}) for n in NORM_ORDER)])
     real_table = markdown_table(["real batch", "peak lr", "BatchNorm", "LayerNorm", "GroupNorm"], real_rows)
@@ -506,9 +506,9 @@ def section_finalists():
     waiting = [name for name in search.FINALISTS if name not in scored]
     parts = [f"Finalists: {len(search.FINALISTS)}; scored on the test set: {len(scored)}."
              + (f" Not yet scored: {', '.join(waiting)} (`python studies/seeds.py --candidate NAME`)." if waiting else "")]
-    before = previous_recipe("summary.json")
-    recipe = read_json(before if os.path.exists(before) else images("summary.json")) if scored else None
-    for name in scored:
+    adopted, before = [choice for choice, _ in search.CHOICES], previous_recipe("summary.json")
+    for name in scored:  # an adopted finalist against the recipe it replaced, any other against today's
+        recipe = read_json(before if name in adopted and os.path.exists(before) else images("summary.json"))
         path, summary = paths[name], read_json(paths[name])
         norms = [n for n in NORM_ORDER if n in summary]
         rows = []
@@ -521,7 +521,7 @@ def section_finalists():
                          "yes" if d["mean"] >= 99.5 else "no"])
         seeds = sorted({len(summary[n]["seeds"]) for n in norms})
         table = markdown_table(["variant", "params", "finalist: mean final test accuracy (95% CI)",
-                                "the recipe before, same seeds", "finalist − recipe before, paired by seed (95% CI)",
+                                "the recipe it replaces, same seeds", "finalist − that recipe, paired by seed (95% CI)",
                                 "mean ≥ 99.50%?"], rows)
         adopted = " (adopted: now the recipe, whose seeds study is the headline)" if name == search.CHOSEN else ""
         parts.append(f"**{name}**{adopted}, "

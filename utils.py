@@ -411,7 +411,8 @@ def plot_test_accuracy(histories, labels=None):
 
 
 def plot_curves(history, title):
-    """Train and test loss and accuracy of one run, per epoch (train on augmented batches)."""
+    """Train and test loss and accuracy of one run, per epoch (train on augmented batches, except
+    the last RunConfig.clean_epochs epochs)."""
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -20,8 +20,9 @@ from model import count_parameters  # noqa: E402
 from studies import common  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHECK = "the recipe, 20 seeds"  # round 6: the chosen recipe under its own name, a check and not a candidate
+CHECK = "the recipe, 20 seeds"  # round 6: the recipe chosen then (elastic 20) under its own name, a check
 GPU_CHECK = "the recipe, on a GPU"  # rounds 9-10: the same, trained on a GPU, which the GPU rounds pair with
+# (both the recipe before round 13's finalist was adopted: ReLU, every epoch augmented)
 BASE = "c14 c14 p v14 v14 c14"  # the 7,850-parameter network the project started from
 # The recipe the search started from, explicit, so that the defaults it led to don't change it.
 START = dict(layout=BASE, elastic=0.0, activation="relu", clean_epochs=0)

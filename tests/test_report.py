@@ -263,6 +263,15 @@ def test_a_finalist_is_compared_with_the_recipe_seed_by_seed(tmp_path, monkeypat
     row = next(line for line in text.splitlines() if line.startswith("| B |"))
     by_seed = report.signed_ci(stats.paired([99.41, 99.50, 99.60], [99.40, 99.45, 99.50]))
     assert "**99.50%**" in row and "| 99.45% |" in row and f"| {by_seed} |" in row and row.endswith("| yes |")
+    # once adopted, it is compared with the recipe it replaced (studies/previous_recipe/), not with itself
+    (tmp_path / "studies" / "previous_recipe").mkdir()
+    before = {n: dict(recipe[n], final_test_accuracy_per_seed=[99.30, 99.35, 99.40]) for n in "BLG"}
+    (tmp_path / "studies" / "previous_recipe" / "summary.json").write_text(json.dumps(before))
+    assert "| 99.45% |" in report.section_finalists()  # not adopted: today's recipe still
+    monkeypatch.setattr(search, "CHOICES", [("elastic 20", "base"), ("wider", search.CHECK)])
+    text = report.section_finalists()
+    row = next(line for line in text.splitlines() if line.startswith("| B |"))
+    assert "| 99.35% |" in row
 
 
 def test_headline_says_which_variants_meet_the_target_from_their_means(tmp_path, monkeypatch):

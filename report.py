@@ -211,8 +211,8 @@ def section_headline():
     met = [summary[n]["name"] for n, d in described.items() if d["mean"] >= 99.5]
     missed = [summary[n]["name"] for n, d in described.items() if d["mean"] < 99.5]
     straddle = [summary[n]["name"] for n, d in described.items() if d["ci"][0] < 99.5 <= d["ci"][1]]
-    target = ((f"met by {' and '.join(met) or 'none'}" if missed else f"met by all {len(met)} variants")
-              + (f"; missed by {' and '.join(missed)}" if missed else "")
+    target = ((f"met by {' and '.join(met) or 'none'}; missed by {' and '.join(missed)}" if missed
+               else f"met by all {len(met)} variants")
               + (f"; the 95% CI of {' and '.join(straddle)} includes 99.50%" if straddle else ""))
     return (f"{table}\n\n{'/'.join(map(str, seeds))} seeds per variant, {summary[norms[0]]['epochs']} epochs, "
             f"the accuracy of the final epoch (never the best one). The target, a mean of at least 99.50%: "
@@ -507,8 +507,10 @@ def section_finalists():
     parts = [f"Finalists: {len(search.FINALISTS)}; scored on the test set: {len(scored)}."
              + (f" Not yet scored: {', '.join(waiting)} (`python studies/seeds.py --candidate NAME`)." if waiting else "")]
     adopted, before = [choice for choice, _ in search.CHOICES], previous_recipe("summary.json")
+    today = read_json(images("summary.json")) if scored else None
+    replaced = read_json(before) if scored and os.path.exists(before) else today
     for name in scored:  # an adopted finalist against the recipe it replaced, any other against today's
-        recipe = read_json(before if name in adopted and os.path.exists(before) else images("summary.json"))
+        recipe = replaced if name in adopted else today
         path, summary = paths[name], read_json(paths[name])
         norms = [n for n in NORM_ORDER if n in summary]
         rows = []

@@ -8,7 +8,6 @@ PY     := $(VENV)/bin/python
 # libraries) from PyTorch's own index, for machines that can reach it: make run TORCH=cpu
 TORCH  ?=
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
-NOTEBOOK := S6_Normalization.ipynb
 
 # A venv whose python cannot run pip (a failed or interrupted creation) is removed here, so
 # that the rules below create it again.
@@ -32,13 +31,10 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# The notebook runs into a temporary copy, which replaces it only once every cell has run;
-# report.py then strips widget state and timestamps from it and regenerates the README.
+# The notebook runs into a folder of its own; only once every cell has run do the notebook,
+# Images/notebook/ and the README change, together (run_notebook.py). One make run at a time.
 run: $(VENV)/.run-installed
-	$(VENV)/bin/papermill --no-progress-bar $(NOTEBOOK) .running.$(NOTEBOOK)
-	$(PY) report.py --clean-notebook .running.$(NOTEBOOK)
-	mv .running.$(NOTEBOOK) $(NOTEBOOK)
-	$(PY) report.py
+	$(PY) run_notebook.py
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q tests
@@ -46,13 +42,13 @@ test: $(VENV)/.dev-installed
 # The many-seed studies behind the README's tables (minutes on a GPU, hours on a 2-core CPU;
 # finished runs are kept in runs/, so an interrupted study resumes).
 studies: $(VENV)/.run-installed
-	$(PY) studies/seeds.py
-	$(PY) studies/batch_size.py
-	$(PY) studies/shift.py
+	$(PY) -m studies.seeds
+	$(PY) -m studies.batch_size
+	$(PY) -m studies.shift
 	$(PY) report.py
 
 benchmark: $(VENV)/.run-installed
-	$(PY) benchmarks/speed.py
+	$(PY) -m benchmarks.speed
 
 readme: $(VENV)/.run-installed
 	$(PY) report.py

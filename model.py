@@ -1,90 +1,67 @@
-"""The network compared in this repository: one small MNIST CNN, three normalizations.
+"""The network compared here: one small MNIST CNN, three normalizations.
 
     from model import Net
-    net = Net("B")            # BatchNorm  (train it with the L1 penalty, see utils.run)
-    net = Net("L")            # LayerNorm
-    net = Net("G", groups=7)  # GroupNorm (groups must divide 14)
-    net = Net.pretrained("G") # the notebook's trained GroupNorm network, in eval mode
+    net = Net("B")             # BatchNorm  (trained with the L1 penalty, see utils.py)
+    net = Net("L")             # LayerNorm
+    net = Net("G", groups=7)   # GroupNorm (groups must divide 14)
+    net = Net.pretrained("G")  # the notebook's trained GroupNorm network, in eval mode
 
-Which axes each norm normalizes over, for an activation of shape (N, C, H, W):
-
-- BatchNorm ('B'): over (N, H, W) for each channel, i.e. across the batch. Training uses
-  the batch's statistics; eval uses running averages, so call model.eval() to test.
-- LayerNorm ('L'): over (C, H, W) for each sample, with a per-channel scale and shift.
-  This is LayerNorm below, a named nn.GroupNorm(1, C): LayerNorm over everything but the
-  batch axis, with no hard-coded spatial size (nn.LayerNorm([C, H, W]) would). We chose it over the
-  per-pixel "LayerNorm2d" (over C only, as in ConvNeXt) because it is the definition of
-  Ba et al. applied to a conv layer and because it is GroupNorm's limiting case, so 'L'
-  and 'G' differ only in the number of groups.
-- GroupNorm ('G'): over (C/groups, H, W) for each sample and group of channels, with a
-  per-channel scale and shift. `groups` must divide every channel count of the layout.
-
-LayerNorm and GroupNorm behave the same in train and eval mode (no running statistics).
-Net(..., norm_batch=k) gives BatchNorm ghost batches: statistics over groups of k images
-(GhostBatchNorm2d), which the batch-size study uses to vary the normalization batch alone.
-
-This file depends on torch (and Python's standard library) alone, so any notebook can import it.
+The axes each norm normalizes over, for an activation of shape (N, C, H, W):
+- BatchNorm ('B'): (N, H, W) per channel, across the batch; eval mode uses the running averages
+  kept in training instead, so call model.eval() to test.
+- LayerNorm ('L'): (C, H, W) per sample, as GroupNorm(1, C): Ba et al.'s definition applied to a
+  conv layer, and GroupNorm's limiting case (ConvNeXt's per-pixel LayerNorm2d, over C only, is the
+  other reading; nn.LayerNorm([C, H, W]) would fix the spatial size).
+- GroupNorm ('G'): (C/groups, H, W) per sample and group of channels.
+LayerNorm and GroupNorm have a per-channel scale and shift, and no running statistics. This file
+imports torch and Python's standard library only.
 """
 
+import copy
+import hashlib
 import os
-import re
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-DEFAULT_GROUPS = 2  # GroupNorm groups: 7 channels each (the divisors of 14 are 1, 2, 7, 14)
-
+WIDTH = 14          # channels of every block
+DEFAULT_GROUPS = 2  # GroupNorm: 7 channels per group (the divisors of 14 are 1, 2, 7, 14)
 NORMS = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
-# The notebook's committed run saves its three trained networks here (Net.pretrained reads them).
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Images", "notebook")
-_ALIASES = {
-    "b": "B", "bn": "B", "batch": "B", "batchnorm": "B",
-    "l": "L", "ln": "L", "layer": "L", "layernorm": "L",
-    "g": "G", "gn": "G", "group": "G", "groupnorm": "G",
-}
+_ALIASES = {"b": "B", "bn": "B", "batch": "B", "batchnorm": "B", "l": "L", "ln": "L", "layer": "L",
+            "layernorm": "L", "g": "G", "gn": "G", "group": "G", "groupnorm": "G"}
 
 
 def norm_flag(norm):
-    """Return the canonical flag 'B', 'L' or 'G' for a flag or alias (case-insensitive)."""
+    """The canonical flag 'B', 'L' or 'G' for a flag or alias (case-insensitive)."""
     key = norm.strip().lower().replace("_", "").replace("-", "") if isinstance(norm, str) else None
     if key not in _ALIASES:
-        raise ValueError(
-            f"norm={norm!r} is not a known normalization; use one of 'B' (BatchNorm), "
-            f"'L' (LayerNorm) or 'G' (GroupNorm), or an alias: {sorted(_ALIASES)}"
-        )
+        raise ValueError(f"norm={norm!r} is not a known normalization; use one of 'B' (BatchNorm), "
+                         f"'L' (LayerNorm) or 'G' (GroupNorm), or an alias: {sorted(_ALIASES)}")
     return _ALIASES[key]
 
 
-def check_groups(groups, channels=None):
-    """Raise ValueError unless `groups` is a positive int dividing every channel count
-    (by default those of LAYOUT)."""
-    channels = channels or layout_channels(LAYOUT)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups={groups!r} must be a positive integer")
-    bad = [c for c in channels if c % groups]
-    if bad:
-        valid = [g for g in range(1, min(channels) + 1) if all(c % g == 0 for c in channels)]
-        raise ValueError(
-            f"groups={groups} does not divide the channel count(s) {bad}; "
-            f"GroupNorm needs one of {valid}"
-        )
+def check_groups(groups):
+    """Raise ValueError unless GroupNorm's `groups` is a positive int dividing WIDTH."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or WIDTH % groups:
+        valid = [g for g in range(1, WIDTH + 1) if WIDTH % g == 0]
+        raise ValueError(f"groups={groups!r}: GroupNorm needs a number of groups dividing the {WIDTH} "
+                         f"channels, one of {valid}")
 
 
 class LayerNorm(nn.GroupNorm):
-    """LayerNorm for conv activations: over (C, H, W) of each sample, with a per-channel
-    scale and shift. The maths of nn.GroupNorm(1, C); its own name so that summaries and
-    printouts say LayerNorm."""
+    """LayerNorm for conv activations: nn.GroupNorm(1, C), named so that summaries say LayerNorm."""
 
     def __init__(self, channels):
         super().__init__(1, channels)
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm whose training statistics come from ghost batches: consecutive groups of
-    `ghost` images of the batch, each normalized by its own mean and variance (the last group
-    may be smaller). The running averages used in eval mode follow the mean over the groups of
-    their statistics. This isolates the normalization batch from the optimizer's batch."""
+    """BatchNorm whose training statistics come from ghost batches: consecutive groups of `ghost`
+    images of the batch (the last may be smaller), each normalized by its own mean and variance;
+    the running averages follow the groups' mean statistics. This varies the normalization
+    batch while the optimizer's batch stays the same."""
 
     def __init__(self, channels, ghost):
         super().__init__(channels)
@@ -93,192 +70,161 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training or len(x) <= self.ghost:
             return super().forward(x)
-        x = x.float()  # statistics in fp32 under bf16 autocast too, as nn.BatchNorm2d keeps them
         full = len(x) // self.ghost * self.ghost
-        groups = [x[:full].unflatten(0, (-1, self.ghost))]  # (G, ghost, C, H, W)
-        if full < len(x):
-            groups.append(x[full:].unsqueeze(0))            # (1, rest, C, H, W)
+        groups = [x[:full].unflatten(0, (-1, self.ghost))] + ([x[full:].unsqueeze(0)] if full < len(x) else [])
         normalized, means, variances = [], [], []
-        for group in groups:
-            mean = group.mean(dim=(1, 3, 4), keepdim=True)
-            var = group.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+        for group in groups:  # (groups, images, C, H, W)
+            mean, var = group.mean(dim=(1, 3, 4), keepdim=True), group.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
             normalized.append(((group - mean) / torch.sqrt(var + self.eps)).flatten(0, 1))
             size = group[0].numel() / group.shape[2]  # values per channel in one group
             means.append(mean.flatten(1))
             variances.append(var.flatten(1) * size / (size - 1))  # unbiased, as BatchNorm keeps it
         with torch.no_grad():
-            self.num_batches_tracked += 1
-            # momentum=None means a cumulative average, as in nn.BatchNorm2d
+            self.num_batches_tracked += 1  # momentum None: a cumulative average, as in nn.BatchNorm2d
             weight = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
             self.running_mean.lerp_(torch.cat(means).mean(0), weight)
             self.running_var.lerp_(torch.cat(variances).mean(0), weight)
-        shape = (1, -1, 1, 1)
-        return torch.cat(normalized) * self.weight.view(shape) + self.bias.view(shape)
+        return torch.cat(normalized) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
-    """The normalization layer for `channels` channels chosen by the flag `norm`; norm_batch
-    gives BatchNorm ghost batches of that many images."""
+    """The normalization layer chosen by the flag `norm`; norm_batch: BatchNorm ghost batches."""
     flag = norm_flag(norm)
     if flag == "B":
         return GhostBatchNorm2d(channels, norm_batch) if norm_batch else nn.BatchNorm2d(channels)
-    if flag == "L":
-        return LayerNorm(channels)  # over (C, H, W) per sample, see the module docstring
-    check_groups(groups, (channels,))
-    return nn.GroupNorm(groups, channels)
+    return LayerNorm(channels) if flag == "L" else nn.GroupNorm(groups, channels)
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}  # the nonlinearity after each norm
-ACTIVATION = "silu"  # the recipe's: chosen over ReLU on a validation split (studies/search.py, round 13)
-
-
-class ConvBlock(nn.Sequential):
-    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> SiLU (or ReLU).
-    norm(channels) builds the normalization layer."""
-
-    def __init__(self, in_channels, out_channels, norm, padding=1, activation=ACTIVATION):
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-            norm(out_channels),
-            ACTIVATIONS[activation](inplace=True),
-        )
-
-
-class SeparableBlock(nn.Sequential):
-    """Depthwise-separable convolution: a 3x3 convolution of each channel by itself -> norm ->
-    SiLU, then a 1x1 convolution mixing the channels -> norm -> SiLU. About 9C + C*C' weights
-    where a full 3x3 convolution has 9C*C'."""
-
-    def __init__(self, in_channels, out_channels, norm, padding=1, activation=ACTIVATION):
-        super().__init__(
-            nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
-            norm(in_channels),
-            ACTIVATIONS[activation](inplace=True),
-            nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            norm(out_channels),
-            ACTIVATIONS[activation](inplace=True),
-        )
-
-
-# The layers after the space-to-depth stem, as tokens: c<n> a 3x3 convolution to n channels
-# (zero padding), v<n> the same without padding (the map shrinks by 2), d<n> / dv<n> a
-# depthwise-separable block (padded / unpadded), p 2x2 max pooling. A first token f<n> adds a
-# padded 3x3 block to n channels at full resolution, before the stem (which then gives 4n channels).
-LAYOUT = "c14 c14 p v14 v14 c14"
-_TOKEN = re.compile(r"(c|v|d|dv|f)(\d+)|p")
-
-
-def layout_channels(layout):
-    """The output channel count of every block in `layout`, e.g. [14, 14, 14, 14, 14]."""
-    tokens = layout.split()
-    if (not tokens or not all(_TOKEN.fullmatch(t) for t in tokens)
-            or any(t.startswith("f") for t in tokens[1:])):
-        raise ValueError(f"layout={layout!r}: use space-separated tokens c<n>, v<n>, d<n>, dv<n> and p "
-                         f"(and f<n> first only), e.g. {LAYOUT!r}")
-    return [int(t.lstrip("cdvf")) for t in tokens if t != "p"]
-
-
-def build_layers(layout, norm, activation=ACTIVATION):
-    """The feature layers of `layout`: space-to-depth, then one block per token; norm(channels)
-    builds each normalization layer; `activation` names the nonlinearity (ACTIVATIONS)."""
-    layers, channels, tokens = [], 1, layout.split()
-    if tokens[0].startswith("f"):  # a block at 28x28 before the stem
-        layers.append(ConvBlock(1, int(tokens[0][1:]), norm, activation=activation))
-        channels, tokens = int(tokens[0][1:]), tokens[1:]
-    layers, channels = layers + [nn.PixelUnshuffle(2)], 4 * channels  # (N, 4 * channels, 14, 14)
-    for token in tokens:
-        if token == "p":
-            layers.append(nn.MaxPool2d(2))
-            continue
-        kind, width = _TOKEN.fullmatch(token).groups()
-        block = SeparableBlock if kind.startswith("d") else ConvBlock
-        layers.append(block(channels, int(width), norm, padding=0 if kind.endswith("v") else 1,
-                            activation=activation))
-        channels = int(width)
-    return nn.Sequential(*layers), channels
+def block(in_channels, out_channels, norm, padding=1):
+    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> SiLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                         norm(out_channels), nn.SiLU(inplace=True))
 
 
 class Net(nn.Module):
-    """MNIST classifier with under 8,000 parameters for each of the three norms.
+    """MNIST classifier, 7,850 parameters for each norm. norm: 'B', 'L' or 'G' (or an alias such
+    as 'bn', 'GroupNorm'); groups: GroupNorm's (1, 2, 7 or 14); norm_batch: BatchNorm's ghost
+    batches. forward((N, 1, 28, 28) normalized images) -> (N, 10) log-probabilities.
 
-    Args:
-        norm: 'B' (BatchNorm), 'L' (LayerNorm) or 'G' (GroupNorm); case-insensitive,
-            aliases such as 'bn', 'layernorm' or 'GroupNorm' work too.
-        groups: GroupNorm's number of groups (used for 'G' only); must divide every channel
-            count of the layout (14 by default: 1, 2, 7 or 14). Default 2.
-        layout: the blocks after the stem (see LAYOUT); the default is the network compared here.
-        norm_batch: BatchNorm only: training statistics over ghost batches of this many images
-            (None: the whole batch). See GhostBatchNorm2d.
-        activation: the nonlinearity after each norm, 'silu' (default, ACTIVATION) or 'relu'.
-
-    forward(x) takes (N, 1, 28, 28) normalized images and returns (N, 10) log-probabilities.
-
-    Layout, designed for accuracy and CPU speed together: a space-to-depth stem turns each
-    2x2 patch into 4 channels (N, 4, 14, 14), so the first 3x3 convolution sees a 6x6 pixel
-    window at stride 2 without any 28x28 activation (those dominate a CPU's time); two
-    blocks at 14x14, max pooling to 7x7, then unpadded blocks 7 -> 5 -> 3 (no zero borders
-    for the per-sample norms to average in), a padded one at 3x3, global average pooling and a
-    1x1 convolution to the 10 classes. No dropout: the augmentation in utils.py regularizes.
+    Designed for accuracy and CPU speed together: a space-to-depth stem makes each 2x2 patch 4
+    channels, so the first 3x3 convolution sees a 6x6 pixel window without any 28x28 activation
+    (those dominate a CPU's time); unpadded blocks from 7x7 to 3x3 leave no zero borders for the
+    per-sample norms to average in; global average pooling, then a 1x1 convolution to 10 classes.
     """
 
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS, layout=LAYOUT, norm_batch=None, activation=ACTIVATION):
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, norm_batch=None):
         super().__init__()
         self.norm = norm_flag(norm)
-        channels = layout_channels(layout)
         if self.norm == "G":
-            check_groups(groups, channels)
+            check_groups(groups)
         if norm_batch is not None and (self.norm != "B" or isinstance(norm_batch, bool)
                                        or not isinstance(norm_batch, int) or norm_batch < 1):
             raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, "
                              "for BatchNorm ('B') only")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} must be one of {sorted(ACTIVATIONS)}")
-        self.groups = groups if self.norm == "G" else None
-        self.layout, self.norm_batch, self.activation = layout, norm_batch, activation
-        self.features, width = build_layers(  # (N, width, H', W')
-            layout, lambda channels: make_norm(self.norm, channels, groups, norm_batch), activation)
-        self.head = nn.Conv2d(width, 10, 1)  # on the globally averaged features
+        self.groups, self.norm_batch = (groups if self.norm == "G" else None), norm_batch
+
+        def norm_layer(channels):
+            return make_norm(self.norm, channels, groups, norm_batch)
+
+        self.features = nn.Sequential(
+            nn.PixelUnshuffle(2),                           # (N, 4, 14, 14)
+            block(4, WIDTH, norm_layer),                    # (N, 14, 14, 14)
+            block(WIDTH, WIDTH, norm_layer),
+            nn.MaxPool2d(2),                                # (N, 14, 7, 7)
+            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 5, 5)
+            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 3, 3)
+            block(WIDTH, WIDTH, norm_layer),
+        )
+        self.head = nn.Conv2d(WIDTH, 10, 1)  # on the globally averaged features
+
+    def forward(self, x):
+        x = self.features(x).mean(dim=(2, 3), keepdim=True)  # global average pool: (N, 14, 1, 1)
+        return F.log_softmax(self.head(x).flatten(1), dim=1)  # (N, 10)
 
     @classmethod
     def pretrained(cls, norm="B", path=None):
-        """The committed trained network of a norm, in eval mode: weights from the notebook's
-        run (make run), with what produced them in .info (configuration, test accuracy, commit).
+        """The committed trained network of a norm (`make run` writes it), in eval mode, with what
+        produced it in .info; a file whose weights fail their sha256 is refused.
 
             net = Net.pretrained("G")
-            log_probs = net(images)  # (N, 1, 28, 28) normalized like data.py: (x/255 - 0.1307) / 0.3081
+            log_probs = net(images)  # (N, 1, 28, 28), normalized: (x/255 - 0.1307) / 0.3081
         """
         flag = norm_flag(norm)
         path = path or os.path.join(PRETRAINED_DIR, f"net_{flag}.pt")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no trained weights there; `make run` (the notebook) writes them")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or saved.get("norm") != flag:
-            found = saved.get("norm") if isinstance(saved, dict) else type(saved).__name__
-            raise ValueError(f"{path} holds weights for norm {found!r}, not {flag!r}")
-        net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS, layout=saved.get("layout", LAYOUT),
-                  activation=saved.get("activation", "relu"))
+        fix = f"restore it (`git checkout -- {os.path.relpath(path)}`) or retrain it (`make run`)"
+        saved = load_checked(path, fix)
+        if saved.get("norm") != flag:
+            raise ValueError(f"{path} holds the weights of norm {saved.get('norm')!r}, not {flag!r}")
+        net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS)
         try:
             net.load_state_dict(saved["state_dict"])
         except RuntimeError as error:
-            raise ValueError(f"{path} does not fit Net({flag!r}, layout={net.layout!r}): "
-                             f"{str(error).splitlines()[1].strip()}") from None
-        net.info = {key: value for key, value in saved.items() if key != "state_dict"}
+            raise ValueError(f"{path} does not fit Net({flag!r}): {str(error).splitlines()[1].strip()}") from None
+        net.info = {key: value for key, value in saved.items() if key not in ("state_dict", "sha256")}
         return net.eval()
 
     def save_pretrained(self, path, **info):
-        """Save the weights with the norm, groups, layout and activation Net.pretrained needs, and
-        `info` (e.g. test_accuracy, commit, config)."""
-        torch.save({"norm": self.norm, "groups": self.groups, "layout": self.layout, "activation": self.activation,
-                    **info,
-                    "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()}}, path)
+        """Save the weights with their sha256, the norm and groups, and `info` (test_accuracy, ...)."""
+        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
+        torch.save({"norm": self.norm, "groups": self.groups, **info, "state_dict": state,
+                    "sha256": state_digest(state)}, path)
 
-    def forward(self, x):
-        x = self.features(x)
-        x = x.mean(dim=(2, 3), keepdim=True)  # global average pool: (N, C, 1, 1)
-        x = self.head(x).flatten(1)           # (N, 10)
-        return F.log_softmax(x.float(), dim=1)
+    def fused(self):
+        """An eval-mode copy for inference, with every BatchNorm folded into the convolution before
+        it (which gains a bias): at inference BatchNorm is a fixed per-channel affine map. A
+        LayerNorm or GroupNorm net comes back as an eval-mode copy unchanged: its statistics are
+        each image's own, so they must be computed at inference and cannot fold."""
+        net = copy.deepcopy(self).eval()
+        for layer in net.features:
+            if isinstance(layer, nn.Sequential) and isinstance(layer[1], nn.BatchNorm2d):
+                conv, bn = layer[0], layer[1]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
+                with torch.no_grad():
+                    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                    conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+                layer[1] = nn.Identity()
+        return net
 
+
+# ---------------------------------------------------------------------------------------
+# Parameters and weights that prove themselves
+# ---------------------------------------------------------------------------------------
 
 def count_parameters(model):
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def state_digest(state_dict):
+    """sha256 over a state_dict's names, dtypes, shapes and bytes: a flipped bit changes it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_state(state_dict, sha256):
+    """Why a saved state_dict must not be used (no sha256, a wrong one, a non-finite weight), or None."""
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(t) for t in state_dict.values()):
+        return "the weights are not a state_dict of tensors"
+    if sha256 != state_digest(state_dict):
+        return "the weights do not match their sha256 (the file is damaged)" if sha256 else "the weights carry no sha256"
+    bad = [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    return f"non-finite weights in {', '.join(bad)}" if bad else None
+
+
+def load_checked(path, fix):
+    """The dict saved at `path` whose state_dict passes check_state; else ValueError naming the file,
+    what is wrong and `fix`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file; {fix}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or not a torch file
+        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {str(error).strip()[:200]}); {fix}") from None
+    problem = check_state(saved.get("state_dict"), saved.get("sha256")) if isinstance(saved, dict) else "not a dict"
+    if problem:
+        raise ValueError(f"{path}: {problem}; {fix}")
+    return saved

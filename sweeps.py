@@ -1,12 +1,14 @@
-"""Many training runs at once, each trained at most once: the machinery behind utils.sweep.
+"""Many training runs at once, each trained at most once.
+
+    import sweeps
+    histories = sweeps.sweep([dict(norm=n, seed=s) for n in "BLG" for s in range(1, 11)])
 
 A finished run is one file under `results_dir`, `<norm>-seed<seed>-<key>.pt`, holding its
-configuration, history, final weights (a state_dict) and what produced it. It is written to a
-temporary name and renamed, so a killed sweep leaves only complete files and loses only the
-runs in flight. `key` hashes the run's full RunConfig, the code version (the source of the
-code a run executes), the torch version, the device type and the data, and a file is used only
-when its stored key and configuration match the run asked for: a result can never be taken
-for another configuration's.
+configuration, history, final weights with their sha256, and what produced it. It is written to
+a temporary name and renamed, so a killed sweep leaves only complete files and loses only the
+runs in flight. `key` hashes what a run computes: its full RunConfig, utils.TRAINING_VERSION,
+the torch version, the device type and the data; a file is used only when its key, configuration
+and weights check out, and retrained (saying why) otherwise.
 
 Runs go to worker processes (concurrent.futures with spawn), each loading MNIST once. On the
 CPU, workers x threads per worker <= cores. On a GPU, the workers share it; NVIDIA's MPS
@@ -21,6 +23,7 @@ import multiprocessing
 import os
 import queue
 import re
+import tempfile
 import threading
 import time
 
@@ -28,27 +31,13 @@ import torch
 from tqdm.auto import tqdm
 
 import data as mnist
-import report
 import utils
 from config import RunConfig, resolve_device
+from files import device_name, process_alive
+from model import check_state, state_digest
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-# The code a run executes; utils.py only down to its "Saved results" banner (results and plots
-# below it never change a run). tests/test_sweeps.py checks that the training code is above it.
-CODE_FILES = ("model.py", "config.py", "data.py", "cuda_graph.py", "utils.py")
-UTILS_TRAINING_END = "# Saved results"
-
-
-def code_version():
-    """16 hex digits of sha256 over the source of the code a run executes."""
-    digest = hashlib.sha256()
-    for name in CODE_FILES:
-        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
-            source = f.read()
-        if name == "utils.py":
-            source = source[:source.index(UTILS_TRAINING_END)]
-        digest.update(name.encode() + b"\0" + source.encode())
-    return digest.hexdigest()[:16]
+RECORD = re.compile(r"[BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json)")  # a run, or a study's scores of it
+TEMPORARY = re.compile(r"\.([BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json))\.(\d+)\.tmp")
 
 
 def data_fingerprint(data):
@@ -62,9 +51,9 @@ def data_fingerprint(data):
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def run_key(config, device, data_id, code=None):
+def run_key(config, device, data_id):
     """The hash that names a run's file: its configuration and everything else it depends on."""
-    blob = json.dumps({"config": dataclasses.asdict(config), "code": code or code_version(),
+    blob = json.dumps({"config": dataclasses.asdict(config), "training": utils.TRAINING_VERSION,
                        "torch": str(torch.__version__), "device": device.type, "data": data_id}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -75,11 +64,11 @@ def run_path(results_dir, config, key):
 
 def save_run(path, key, config, model, history, device):
     """Write one finished run atomically (a temporary file, then a rename)."""
-    record = {"key": key, "config": dataclasses.asdict(config), "history": history,
-              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-              "info": {"device": report.device_name(device), "torch": str(torch.__version__),
-                       "threads": torch.get_num_threads(), "code": code_version(),
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    record = {"key": key, "config": dataclasses.asdict(config), "history": history, "state_dict": state,
+              "sha256": state_digest(state),
+              "info": {"device": device_name(device), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+                       "training_version": utils.TRAINING_VERSION, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
@@ -92,40 +81,61 @@ def save_run(path, key, config, model, history, device):
 
 
 def load_run(path, key, config):
-    """The record saved at `path` if it is this run's (same key and configuration), else None."""
+    """The record saved at `path` if it is this run's and sound, else None (saying why, if it exists)."""
     if not os.path.exists(path):
         return None
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # not ours or damaged: train the run again, say why
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"sweep: ignoring {path} ({type(error).__name__}: {reason}); training that run again")
-        return None
+    except Exception as error:  # damaged or not ours
+        return _retrain(path, f"{type(error).__name__}: {str(error).strip()[:200]}")
+    if not isinstance(record, dict):
+        return _retrain(path, f"it holds a {type(record).__name__}, not a run record")
     if record.get("key") != key or record.get("config") != dataclasses.asdict(config):
-        print(f"sweep: {path} holds another run's result; training that run again")
-        return None
-    return record
+        return _retrain(path, "it holds another run's result")
+    history = record.get("history")
+    if (not isinstance(history, dict) or set(history) != set(utils.HISTORY_KEYS)
+            or any(not isinstance(v, list) or len(v) != config.epochs for v in history.values())):
+        return _retrain(path, f"its history is not {config.epochs} epochs of {', '.join(utils.HISTORY_KEYS)}")
+    problem = check_state(record.get("state_dict"), record.get("sha256"))
+    return _retrain(path, problem) if problem else record
+
+
+def _retrain(path, why):
+    print(f"sweep: not using {path} ({why}); training that run again")
+    return None
 
 
 def model_from(record, device="cpu"):
     """The trained Net of a saved run, in eval mode."""
-    config = RunConfig(**record["config"])
-    model = config.net()
+    model = RunConfig(**record["config"]).net()
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval()
 
 
+def check_results_dir(results_dir):
+    """Create `results_dir` if needed; raise ValueError, before anything trains, if it holds files a
+    sweep does not write (it would mix runs with other results) or if it cannot be written."""
+    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
+        raise ValueError(f"results_dir={results_dir!r} is a file, not a folder; name a folder for the runs")
+    os.makedirs(results_dir, exist_ok=True)
+    foreign = sorted(name for name in os.listdir(results_dir) if not (RECORD.fullmatch(name) or TEMPORARY.fullmatch(name)))
+    if foreign:
+        raise ValueError(f"results_dir={results_dir!r} holds files a sweep does not write ({', '.join(foreign[:6])}"
+                         f"{', ...' if len(foreign) > 6 else ''}); keep runs in a folder of their own, e.g. runs/")
+    try:
+        tempfile.TemporaryFile(dir=results_dir).close()
+    except OSError as error:
+        raise ValueError(f"results_dir={results_dir!r} cannot be written ({error.strerror}); finished runs could not "
+                         "be saved: make it writable or name another folder") from None
+
+
 def _remove_orphaned_temporaries(results_dir):
-    """Delete temporary files whose writing process is gone (killed mid-write)."""
+    """Delete the temporary files of save_run whose writing process is gone (killed mid-write)."""
     for name in os.listdir(results_dir):
-        match = re.fullmatch(r"\..+\.(\d+)\.tmp", name)
-        if match:
-            try:
-                os.kill(int(match.group(1)), 0)
-            except ProcessLookupError:
-                os.unlink(os.path.join(results_dir, name))
-            except PermissionError:  # alive, another user's
-                pass
+        match = TEMPORARY.fullmatch(name)
+        path = os.path.join(results_dir, name)
+        if match and os.path.isfile(path) and not process_alive(int(match.group(4))):
+            os.unlink(path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,12 +146,10 @@ _WORKER = {}
 
 
 def _init_worker(parent, root, data, device, threads, progress):
-    """Runs once per worker: a watch that ends the worker if the sweep's process (`parent`)
-    dies (killed, say) instead of training on; threads; the data on the device; the progress
-    queue."""
+    """Runs once per worker: a watch that ends the worker if the sweep's process (`parent`) dies
+    (killed, say) instead of training on; threads; the data on the device; the progress queue."""
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     device = torch.device(device)
     tensors = mnist.load_tensors(root, device) if data is None else tuple(t.to(device) for t in data)
     _WORKER.update(tensors=tensors, from_root=data is None, device=device, progress=progress)
@@ -173,26 +181,39 @@ def cores():
 LAST_SWEEP = {"runs": 0, "trained": 0}  # what the latest sweep() in this process did
 
 
-def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False,
-          **common):
-    """See utils.sweep."""
+def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False, **common):
+    """Train many runs concurrently, each at most once; returns their histories (as utils.run
+    returns them) in the order of `runs`, or (model, history) pairs with return_models=True.
+
+    runs: dicts of RunConfig fields, e.g. [dict(norm="B", seed=1), dict(norm="L", seed=1)]; common:
+    those shared by all, and device, root (MNIST's folder) or data (four tensors, as
+    data.load_tensors returns). Finished runs are saved under results_dir: a second call loads
+    them, an interrupted one loses only the runs in flight. workers: processes (default: one per
+    core on a CPU, 8 on a GPU, at most one per run); threads: per worker (default cores // workers).
+    From a script, call it under `if __name__ == "__main__":` (the workers import the script)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing the script
+        raise RuntimeError("sweeps.sweep was called while a worker process imported your script: put the call "
+                           "under `if __name__ == \"__main__\":`")
     device = resolve_device(common.pop("device", None))
     root, data = common.pop("root", "data"), common.pop("data", None)
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256):
+            raise ValueError(f"{name}={value!r} must be a whole number from 1 to 256 (or None: chosen for this machine)")
     configs = [RunConfig.build(**{**common, **run}) for run in runs]
     if data is not None:
         mnist.check_tensors(data)  # here, before any worker starts
         for config in configs:
             utils.check_selection(config)
-    data_id, code = data_fingerprint(data), code_version()
-    keys = [run_key(config, device, data_id, code) for config in configs]
-    os.makedirs(results_dir, exist_ok=True)
+    data_id = data_fingerprint(data)
+    keys = [run_key(config, device, data_id) for config in configs]
+    check_results_dir(results_dir)
     _remove_orphaned_temporaries(results_dir)
     paths = {key: run_path(results_dir, config, key) for config, key in zip(configs, keys)}
     records = {key: load_run(paths[key], key, config) for config, key in zip(configs, keys)}
     todo = {key: config for config, key in zip(configs, keys) if records[key] is None}
     LAST_SWEEP.update(runs=len(keys), trained=len(todo))
     if todo:
-        workers = workers or max(1, min(len(todo), 8 if device.type == "cuda" else cores()))
+        workers = min(workers or (8 if device.type == "cuda" else cores()), len(todo))
         threads = threads or max(1, cores() // workers)
         print(f"sweep: {len(keys) - len(todo)} of {len(keys)} runs loaded from {results_dir}/; training "
               f"{len(todo)} on {device} with {workers} worker(s) x {threads} thread(s)")
@@ -230,8 +251,12 @@ def _train_all(todo, paths, workers, threads, progress, root, data, device):
                     break
             for future in done:
                 config = pending.pop(future)
-                if future.exception() is not None:
-                    error = future.exception()
+                error = future.exception()
+                if isinstance(error, futures.process.BrokenProcessPool):
+                    raise RuntimeError("sweep: a worker process died (its error, if any, is above). From a script, call "
+                                       "sweeps.sweep under `if __name__ == \"__main__\":`; otherwise it ran out of "
+                                       "memory or was killed. Finished runs are saved") from None
+                if error is not None:
                     failures.append(f"{config.label}, seed {config.seed}: {type(error).__name__}: {error}")
     except BaseException:
         # Interrupted: stop the workers now rather than let them finish (3.14 has terminate_workers)

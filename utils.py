@@ -4,49 +4,47 @@ Data flows one way: RunConfig -> MNIST tensors on the device -> train() -> per-e
 -> save_results() -> the plot_* helpers, which take histories and return Figures.
 
     import utils
-    model, history = utils.run("L", epochs=20, seed=1)          # one run
-    histories = utils.sweep([dict(norm=n, seed=s) for n in "BLG" for s in range(1, 11)])
+    model, history = utils.run("L", epochs=20, seed=1)   # one run; many at once: sweeps.sweep
 """
 
 import contextlib
-import csv
 import dataclasses
 import io
 import json
 import math
 import time
-import typing
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from config import RunConfig, resolve_device  # noqa: F401 (utils.RunConfig for users)
+from config import RunConfig, resolve_device
 from cuda_graph import GraphStep
-from data import MNIST_MEAN, MNIST_STD, atomic_write, check_tensors, load_tensors  # noqa: F401
-from model import Net
+from data import MNIST_MEAN, MNIST_STD, check_tensors, load_tensors
+from files import atomic_write, check_replaceable, markdown_table, read_csv, short_commit, write_csv, write_json
+from model import NORMS, WIDTH, Net, count_parameters
 
+# What a training run computes, as a number: part of every run's cache key (sweeps.py), so that
+# editing comments or plots retrains nothing. tests/test_golden.py fails when the computation
+# changes; then bump this and regenerate its file (python tests/test_golden.py --write).
+TRAINING_VERSION = 1
 HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 # ---------------------------------------------------------------------------------------
 # Training: one step, one epoch, one run
 # ---------------------------------------------------------------------------------------
 
-def augment(x, rotation, translation, generator, scale=0.0, elastic=0.0):
-    """Random rotation (degrees either way), shift (fraction of the size either way), zoom
-    (fraction either way) and elastic distortion (Simard et al. 2003: a random displacement
-    field smoothed by a Gaussian of 4 px, times `elastic` pixels) of a batch (N, 1, H, W), all on
-    its device in one sampling pass."""
+def augment(x, rotation, translation, generator, elastic=0.0):
+    """Random rotation (degrees either way), shift (fraction of the size either way) and elastic
+    distortion (Simard et al. 2003: a random displacement field smoothed by a Gaussian of 4 px,
+    times `elastic` pixels) of a batch (N, 1, H, W), on its device in one sampling pass."""
     n, _, height, width = x.shape
     angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(rotation)
     shift = (torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1) * (2 * translation)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
-    if scale:
-        zoom = 1 + (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * scale
-        theta = torch.cat([theta[:, :, :2] / zoom.view(n, 1, 1), theta[:, :, 2:]], 2)
     grid = F.affine_grid(theta, x.shape, align_corners=False)  # (N, H, W, 2)
     if elastic:
         field = blur(torch.rand(n * 2, 1, height, width, device=x.device, generator=generator) * 2 - 1, 4.0)
@@ -76,23 +74,18 @@ def l1_penalty(model):
     return sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
-def training_loss(model, log_probs, labels, l1_lambda, label_smoothing=0.0):
-    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs
-    (against labels smoothed by label_smoothing), plus l1_lambda * sum|w| over the conv weights."""
+def training_loss(model, log_probs, labels, l1_lambda):
+    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs, plus
+    l1_lambda * sum|w| over the conv weights."""
     loss = F.nll_loss(log_probs, labels)
-    objective = loss
-    if label_smoothing:
-        objective = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(1).mean()
-    return (objective + l1_lambda * l1_penalty(model) if l1_lambda else objective), loss
+    return (loss + l1_lambda * l1_penalty(model) if l1_lambda else loss), loss
 
 
 def forward_backward(model, images, labels, config):
-    """The forward pass, the loss (with L1 and label smoothing) and its gradients, which land
-    in .grad (None or zero before); returns (log-probabilities, cross-entropy without L1)."""
-    with torch.autocast(images.device.type, torch.bfloat16, enabled=config.precision == "bf16",
-                        cache_enabled=False):  # no weight-cast cache, so a CUDA graph can capture it
-        log_probs = model(images)
-    objective, loss = training_loss(model, log_probs, labels, config.l1_lambda, config.label_smoothing)
+    """The forward pass, the loss (with L1) and its gradients, which land in .grad (None or zero
+    before); returns (log-probabilities, cross-entropy without L1)."""
+    log_probs = model(images)
+    objective, loss = training_loss(model, log_probs, labels, config.l1_lambda)
     objective.backward()
     return log_probs, loss
 
@@ -117,8 +110,7 @@ def train_epoch(model, x, y, step, scheduler, config, generator, augmented=True)
     order = torch.randperm(n, device=x.device, generator=generator)
     for number, start in enumerate(range(0, n, config.batch_size)):
         index = order[start:start + config.batch_size]
-        images = (augment(x[index], config.rotation, config.translation, generator, config.scale, config.elastic)
-                  if augmented else x[index])
+        images = augment(x[index], config.rotation, config.translation, generator, config.elastic) if augmented else x[index]
         labels = y[index]
         log_probs, loss = step(images, labels)
         scheduler.step()
@@ -142,26 +134,15 @@ def evaluate(model, x, y, batch_size=2500):
     return loss, 100.0 * (log_probs.argmax(1) == y).sum().item() / len(x)
 
 
-class Training(typing.NamedTuple):
-    """What a run trains with, built by setup()."""
-    model: Net
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    step: typing.Callable  # step(images, labels) -> (log-probabilities, cross-entropy)
-    generator: torch.Generator  # shuffling and augmentation
-
-
 def setup(config, device, steps_per_epoch):
-    """The seeded model, optimizer, OneCycle schedule and train step of a run of `config`."""
+    """(model, optimizer, OneCycle schedule, step(images, labels) -> (log-probabilities, cross-entropy),
+    the generator of the shuffling and augmentation): what a run of `config` trains with, seeded."""
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model = config.net().to(device)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr, momentum=config.momentum,
-                                    nesterov=True, weight_decay=config.weight_decay)
-    else:  # on a GPU, one fused kernel per step; the CPU keeps the reference implementation
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay,
-                                      **({"fused": True} if device.type == "cuda" else {}))
+    # on a GPU, one fused kernel per step; the CPU keeps the reference implementation
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay,
+                                  **({"fused": True} if device.type == "cuda" else {}))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
 
@@ -171,14 +152,29 @@ def setup(config, device, steps_per_epoch):
     if config.cuda_graph and device.type == "cuda":
         step = GraphStep(step, lambda images, labels: forward_backward(model, images, labels, config),
                          optimizer, config.batch_size)
-    return Training(model, optimizer, scheduler, step, generator)
+    return model, optimizer, scheduler, step, generator
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss stopped being finite, or sits far above a uniform guess's."""
+    """A run that learns nothing: its loss stopped being finite, sits far above a uniform
+    guess's, or its accuracy stays at chance."""
 
 
-DIVERGED_LOSS = 3 * math.log(10)  # 3x the cross-entropy of guessing all 10 classes equally
+UNIFORM_LOSS = math.log(10)  # the cross-entropy of guessing all 10 classes equally
+
+
+def learning_failure(history, epoch, steps):
+    """Why the run whose `history` reached `epoch` after `steps` optimizer steps learns nothing,
+    or None: a training loss above 3x a uniform guess's, a test loss not finite or above 10x, or,
+    past the first epoch and 200 steps (tiny runs take fewer), a training accuracy at most twice chance."""
+    train_loss, test_loss = history["train_loss"][-1], history["test_loss"][-1]
+    if train_loss > 3 * UNIFORM_LOSS:
+        return f"the training loss averaged {train_loss:.3g} in epoch {epoch}, worse than 3x a uniform guess's"
+    if not math.isfinite(test_loss) or test_loss > 10 * UNIFORM_LOSS:
+        return f"the test loss was {test_loss:.3g} after epoch {epoch}, worse than 10x a uniform guess's"
+    if epoch > 1 and steps >= 200 and history["train_accuracy"][-1] <= 20:
+        return f"the training accuracy was {history['train_accuracy'][-1]:.1f}% in epoch {epoch}, at chance (10%)"
+    return None
 
 
 def train(config, data, device, progress=True, on_epoch=None):
@@ -186,30 +182,27 @@ def train(config, data, device, progress=True, on_epoch=None):
     returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
     test_loss, test_accuracy (accuracies in percent), lr (at the epoch's last step) and seconds
     (train + test). on_epoch(epoch, history) is called after each epoch. Raises
-    TrainingDiverged, naming the epoch (and the step), if the loss stops being finite or an
-    epoch's mean exceeds DIVERGED_LOSS."""
+    TrainingDiverged, naming the variant, seed and epoch, for a run that learns nothing
+    (learning_failure); nothing of it is returned."""
     check_tensors(data)
     train_x, train_y, test_x, test_y = data
-    model, optimizer, scheduler, step, generator = setup(
-        config, device, steps_per_epoch=math.ceil(len(train_x) / config.batch_size))
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    model, optimizer, scheduler, step, generator = setup(config, device, steps_per_epoch)
     history = {key: [] for key in HISTORY_KEYS}
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.label}, seed {config.seed}", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
         train_loss, train_accuracy, bad_step = train_epoch(model, train_x, train_y, step, scheduler, config,
                                                            generator, epoch <= config.epochs - config.clean_epochs)
-        if bad_step >= 0 or train_loss > DIVERGED_LOSS:
-            what = (f"became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
-                    f"{math.ceil(len(train_x) / config.batch_size)}" if bad_step >= 0 else
-                    f"averaged {train_loss:.3g} in epoch {epoch}, worse than 3x a uniform guess's")
-            raise TrainingDiverged(f"{config.label}, seed {config.seed}: the training loss {what}; the run "
-                                   f"diverged and nothing of it was kept. Lower max_lr (now "
-                                   f"{config.max_lr:g}) or check the data.")
         test_loss, test_accuracy = evaluate(model, test_x, test_y, config.eval_batch_size)
-        seconds = time.perf_counter() - start
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,
-                                        float(optimizer.param_groups[0]["lr"]), seconds)):
+                                        float(optimizer.param_groups[0]["lr"]), time.perf_counter() - start)):
             history[key].append(value)
+        failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
+                   f"{steps_per_epoch}" if bad_step >= 0 else learning_failure(history, epoch, epoch * steps_per_epoch))
+        if failure:
+            raise TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and "
+                                   f"nothing of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
         if progress:
             bar.write(epoch_line(config, history, epoch))
         if on_epoch:
@@ -226,17 +219,12 @@ def epoch_line(config, history, epoch):
             f"{h['test_accuracy']:.2f}% | {h['seconds']:.1f} s")
 
 
-def run(norm, epochs=None, seed=None, device=None, train_limit=None, test_limit=None, root="data",
-        data=None, progress=True, **overrides):
-    """Train one variant and return (model, history); see train() for the history.
-
-    epochs, seed, the limits and the overrides are RunConfig fields (None: its default; e.g.
-    batch_size=64, groups=7, validation=True). `data` may pass (train_x, train_y, test_x,
-    test_y) tensors, so several runs load MNIST once; otherwise it is loaded from `root` (with
-    the limits and the validation split applied)."""
-    given = dict(epochs=epochs, seed=seed, train_limit=train_limit, test_limit=test_limit)
-    config = RunConfig.build(norm=norm, **{k: v for k, v in given.items() if v is not None}, **overrides)
-    device = resolve_device(device)
+def run(norm, device=None, root="data", data=None, progress=True, **settings):
+    """Train one variant and return (model, history); see train() for the history. settings are
+    RunConfig fields (e.g. epochs=20, seed=1, batch_size=64, train_limit=2000, validation=True).
+    `data` may pass (train_x, train_y, test_x, test_y) tensors, so several runs load MNIST once;
+    otherwise it is loaded from `root`, with the limits and the validation split applied."""
+    config, device = RunConfig.build(norm=norm, **settings), resolve_device(device)
     return train(config, run_data(config, device, root, data), device, progress)
 
 
@@ -256,21 +244,6 @@ def check_selection(config):
                          "instead, or leave out data= to load MNIST with them")
 
 
-def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False,
-          **common):
-    """Train many runs concurrently, each at most once; returns their histories (as run()
-    returns them) in the order of `runs`, or (model, history) pairs with return_models=True.
-
-    runs: dicts of run() keywords, e.g. [dict(norm="B", seed=1), dict(norm="L", seed=1)]; common:
-    those shared by all (device, root, data, any RunConfig field). Finished runs are saved under
-    results_dir: a second call loads them, an interrupted one loses only the runs in flight.
-    workers: processes (default: the cores on a CPU, 8 on a GPU); threads: per worker (default:
-    cores // workers). The machinery is in sweeps.py."""
-    import sweeps  # imports this module; kept out of the way of `import utils`
-
-    return sweeps.sweep(runs, workers, results_dir, progress, threads, return_models, **common)
-
-
 # ---------------------------------------------------------------------------------------
 # Saved results
 # ---------------------------------------------------------------------------------------
@@ -279,18 +252,14 @@ def save_results(histories, configs, params, images_dir, info):
     """Write history.csv and summary.json into `images_dir` (atomically); return the summary.
 
     histories: {norm: {seed: history}}; configs: {norm: RunConfig of its first seed};
-    params: {norm: parameter count}; info: what produced them (run_info())."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["norm", "seed", "epoch", *HISTORY_KEYS])
-    for norm, by_seed in histories.items():
-        for seed, history in by_seed.items():
-            for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1):
-                writer.writerow([norm, seed, epoch, *(f"{v:.6g}" for v in values)])
+    params: {norm: parameter count}; info: what produced them (files.run_info())."""
+    rows = [[norm, seed, epoch, *(f"{v:.6g}" for v in values)]
+            for norm, by_seed in histories.items() for seed, history in by_seed.items()
+            for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1)]
     summary = {**summarize(histories, configs, params), "run": info}
-    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"  # strict JSON: NaN raises, before any write
-    atomic_write(f"{images_dir}/history.csv", out.getvalue())
-    atomic_write(f"{images_dir}/summary.json", text)
+    json.dumps(summary, allow_nan=False)  # strict JSON: a NaN raises here, before either file is written
+    write_csv(f"{images_dir}/history.csv", ["norm", "seed", "epoch", *HISTORY_KEYS], rows)
+    write_json(f"{images_dir}/summary.json", summary)
     return summary
 
 
@@ -317,15 +286,13 @@ def summarize(histories, configs, params):
     return summary
 
 
-def load_histories(path):
+def load_histories(path, maker=None):
     """Read history.csv back into {norm: {seed: history}}."""
     histories = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            history = histories.setdefault(row["norm"], {}).setdefault(
-                int(row["seed"]), {k: [] for k in HISTORY_KEYS})
-            for key in HISTORY_KEYS:
-                history[key].append(float(row[key]))
+    for row in read_csv(path, maker):
+        history = histories.setdefault(row["norm"], {}).setdefault(row["seed"], {k: [] for k in HISTORY_KEYS})
+        for key in HISTORY_KEYS:
+            history[key].append(float(row[key]))
     return histories
 
 
@@ -350,6 +317,74 @@ def find_misclassified(model, x, y, count=10, batch_size=2500):
     wrong.sort(key=lambda i: (-probability[i].item(), i))
     return [{"index": i, "predicted": int(predicted[i]), "actual": int(y[i]),
              "probability": round(float(probability[i]), 4)} for i in wrong[:count]]
+
+
+# What the notebook writes into its folder (IMAGES_DIR): it replaces a folder holding these only.
+NOTEBOOK_FILES = {"history.csv", "summary.json", "results.md", "misclassified.json", "timing.json", "test_loss.png",
+                  "test_accuracy.png", *(f"{kind}_{n}.{ext}" for n in NORMS for kind, ext in
+                                         (("summary", "txt"), ("net", "pt"), ("misclassified", "png"), ("curves", "png")))}
+
+
+def check_notebook_parameters(seeds, images_dir):
+    """Raise ValueError, before anything is trained or written, for a SEEDS that is not a list of
+    whole numbers or an IMAGES_DIR holding files the notebook does not write (the studies' results)."""
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ValueError(f"SEEDS={seeds!r} must be a list of whole numbers, e.g. [1] or [1, 2, 3] (with papermill: "
+                         "-y 'SEEDS: [1, 2]'; -p passes a string)")
+    check_replaceable(images_dir, NOTEBOOK_FILES, "the notebook")
+
+
+def results_table(summary, notebook_seconds=None):
+    """The notebook's results as Markdown: one row per variant of its summary.json, and what made them."""
+    norms = [n for n in NORMS if n in summary]
+    rows = [[summary[n]["name"], f"{summary[n]['params']:,}", f"{summary[n]['final_test_accuracy']:.2f}%"
+             + (f" ± {summary[n]['final_test_accuracy_std']:.2f}" if len(summary[n]["seeds"]) > 1 else ""),
+             f"{summary[n]['final_test_loss']:.4f}", f"{summary[n]['seconds']:.0f} s"] for n in norms]
+    seeds = ", ".join(map(str, summary[norms[0]]["seeds"]))
+    run = summary["run"]
+    return (markdown_table([f"variant (seed {seeds})", "params", "final test accuracy", "final test loss",
+                            "training time"], rows)
+            + f"\nFinal = the last epoch ({summary[norms[0]]['epochs']}). Trained at commit `{short_commit(run['git_commit'])}` "
+            f"on {run['device']} (torch {run['torch']})"
+            + (f"; the whole notebook took {notebook_seconds:.0f} s, training {run['parameters'].get('trained_runs', '?')} "
+               f"of its {run['parameters'].get('runs', '?')} runs (the rest loaded from {run['parameters'].get('runs_dir')}/)."
+               if notebook_seconds else ".") + "\n")
+
+
+def discussion_table(histories, mistakes, labels):
+    """Per variant (first seed): test accuracy after the first and the last epoch, the training
+    accuracy at the last, the largest epoch-to-epoch move of the test accuracy in the second half,
+    and how many of its 10 most confident mistakes another model also makes."""
+    rows = []
+    for norm, by_seed in histories.items():
+        history = next(iter(by_seed.values()))
+        accuracy = history["test_accuracy"]
+        moves = np.abs(np.diff(accuracy[len(accuracy) // 2:]))
+        others = {m["index"] for other in mistakes if other != norm for m in mistakes[other]}
+        rows.append([labels[norm], f"{accuracy[0]:.2f}%", f"{accuracy[-1]:.2f}%", f"{history['train_accuracy'][-1]:.2f}%",
+                     f"{moves.max():.2f}" if len(moves) else "-",
+                     f"{sum(m['index'] in others for m in mistakes[norm])} of {len(mistakes[norm])}"])
+    return markdown_table(["variant", "test accuracy, epoch 1", "final test accuracy", "final training accuracy",
+                           "largest move between epochs, second half (points)", "mistakes another model shares"],
+                          rows)
+
+
+def recipe_markdown(config=None):
+    """The network and the recipe, as Markdown bullets, from model.py and RunConfig's defaults."""
+    c, g = config or RunConfig(), RunConfig(norm="G")
+    params = count_parameters(c.net())
+    return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
+            f"channels), five 3x3 convolutions of {WIDTH} channels (two at 14x14, max pooling, two unpadded "
+            f"from 7x7 to 3x3, one at 3x3), each followed by the norm and SiLU, global average pooling and a 1x1 "
+            f"convolution to 10 classes: {params:,} parameters for every norm. BatchNorm normalizes over (N, H, W) "
+            f"per channel, LayerNorm over (C, H, W) per image, GroupNorm over (C/{g.groups}, H, W) per image "
+            "and group.\n"
+            f"- **Recipe** (`RunConfig`'s defaults): AdamW with weight decay {c.weight_decay:g}, OneCycle to lr "
+            f"{c.max_lr:g}, batch {c.batch_size}, {c.epochs} epochs; random rotation up to {c.rotation:g}°, shift up "
+            f"to {c.translation * 28:.1f} px and elastic distortion (Simard et al.: α = {c.elastic:g}, smoothed over "
+            f"4 px), none in the last {c.clean_epochs} epochs; cross-entropy plus, for BatchNorm only, λ·Σ|w| over "
+            f"the convolution weights with λ = {RunConfig(norm='B').l1_lambda:g}.\n")
 
 
 # ---------------------------------------------------------------------------------------

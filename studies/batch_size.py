@@ -1,33 +1,31 @@
 """When does the norm matter? Images per normalization batch, 2 to 128.
 
-    python studies/batch_size.py        # resumes from runs/; shares its k=128 runs with seeds.py
+    python -m studies.batch_size        # resumes from runs/; shares its k=128 runs with studies.seeds
 
 Main curve (ghost batches): the optimizer batch stays 128 and only BatchNorm's statistics come
-from groups of k images (RunConfig.norm_batch = k, model.GhostBatchNorm2d), so normalization
-is isolated from optimization. LayerNorm and GroupNorm normalize each image by itself: k does
-not enter their computation, so their runs are the same at every k (the recipe's runs, shown
-as a flat reference). Second check: real batches of 16 and 32 images for all three norms (the
-first two seeds), with AdamW's learning rate scaled by the square root of the batch size
-(0.01 * sqrt(b / 128)).
+from groups of k images (RunConfig.norm_batch = k, model.GhostBatchNorm2d), so normalization is
+isolated from optimization; seeds 1-10. LayerNorm and GroupNorm normalize each image by itself:
+k does not enter their computation, so their runs (and k = 128) are the seeds study's. Second
+check: real batches of 16 and 32 images for all three norms (seeds 1-3), with AdamW's learning
+rate scaled by the square root of the batch size (0.01 * sqrt(b / 128)).
 
 Writes Images/batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy),
-Images/batch_size.json (what produced it: command, time, device, commit, recipe) and
-Images/batch_size.png.
+Images/batch_size.json (what produced it), Images/batch_size.png and the tables
+Images/tables/batch_size.md and batch_size_real.md.
 """
 
-import dataclasses
 import math
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
+import utils
+from files import markdown_table, read_csv, read_json, write_csv, write_json
+from model import NORMS
+from studies import common, stats
 
-import utils  # noqa: E402
-from model import NORMS  # noqa: E402
-from studies import common  # noqa: E402
-
+TABLE_NAMES = ("batch_size.md", "batch_size_real.md")  # in Images/tables/
+MAKER = "python -m studies.batch_size"
 GHOST_SIZES = [2, 4, 8, 16, 32, 64, 128]
 REAL_SIZES = [16, 32]
 COLUMNS = ["norm", "norm_batch", "batch_size", "max_lr", "kind", "seed", "test_accuracy"]
@@ -38,75 +36,120 @@ def scaled_lr(batch_size, base=utils.RunConfig()):
     return round(base.max_lr * math.sqrt(batch_size / base.batch_size), 6)
 
 
-def plan(seeds, real_seeds=None):
-    """[(kind, k, run)]: the runs behind every row of batch_size.csv; the real-batch check uses
-    real_seeds (default: the first two seeds, as small batches train slowly on a CPU)."""
+def plan(seeds, real_seeds):
+    """[(kind, k, run)]: the runs behind every row of batch_size.csv."""
     batch = utils.RunConfig().batch_size
-    rows = []
-    for seed in seeds:
-        for norm in NORMS:
-            for k in GHOST_SIZES:
-                ghost = norm == "B" and k < batch  # k = batch is plain BatchNorm
-                rows.append(("ghost", k, dict(norm=norm, seed=seed, **({"norm_batch": k} if ghost else {}))))
-            if seed in (real_seeds or seeds[:2]):
-                for size in REAL_SIZES:
-                    rows.append(("real", size, dict(norm=norm, seed=seed, batch_size=size, max_lr=scaled_lr(size))))
+    rows = [("ghost", k, dict(norm="B", seed=seed, **({"norm_batch": k} if k < batch else {})))
+            for seed in seeds for k in GHOST_SIZES]  # k = the batch is plain BatchNorm
+    rows += [("ghost", batch, dict(norm=norm, seed=seed)) for seed in seeds for norm in "LG"]
+    rows += [("real", size, dict(norm=norm, seed=seed, batch_size=size, max_lr=scaled_lr(size)))
+             for seed in real_seeds for size in REAL_SIZES for norm in NORMS]
     return rows
 
 
+def scores(rows, norm, kind, size):
+    """{seed: final test accuracy} of the runs of one norm and kind at one size (k or batch)."""
+    key = "norm_batch" if kind == "ghost" else "batch_size"
+    return {r["seed"]: r["test_accuracy"] for r in rows if r["norm"] == norm and r["kind"] == kind and r[key] == size}
+
+
+def tables(folder):
+    """batch_size.md: BatchNorm at each ghost size k against its own k = 128 and against GroupNorm,
+    paired by seed, each with the verdict its CI supports; batch_size_real.md: the real batches."""
+    rows = read_csv(os.path.join(folder, "batch_size.csv"), MAKER)
+    sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
+    largest = scores(rows, "B", "ghost", sizes[-1])
+    layer, group = scores(rows, "L", "ghost", sizes[-1]), scores(rows, "G", "ghost", sizes[-1])
+    ghost = []
+    for k in sizes:
+        batch = scores(rows, "B", "ghost", k)
+        own, against = common.paired_by_seed(batch, largest), common.paired_by_seed(batch, group)
+        ghost.append([k, common.mean_ci(list(batch.values())),
+                      common.signed_ci(own) if k != sizes[-1] else "(reference)", stats.verdict(own["ci"]) if k != sizes[-1] else "",
+                      common.signed_ci(against), stats.verdict(against["ci"])])
+    seeds = len(largest)
+    info = read_json(os.path.join(folder, "batch_size.json"), MAKER)
+    main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
+                            f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
+                            "verdict"], ghost, "lrrlrl")
+            + f"\nFinal test accuracy (%), {seeds} seeds per k, differences in points paired by seed. LayerNorm "
+            f"{common.mean_ci(list(layer.values()))} and GroupNorm {common.mean_ci(list(group.values()))} normalize "
+            f"each image by itself, so k does not enter them. " + common.provenance(info))
+    real_sizes = sorted({r["batch_size"] for r in rows if r["kind"] == "real"})
+    real_seeds = sorted({r["seed"] for r in rows if r["kind"] == "real"})
+    real = []
+    for size, kind in [(s, "real") for s in real_sizes] + [(sizes[-1], "ghost")]:
+        by_norm = {n: {s: v for s, v in scores(rows, n, kind, size).items() if s in real_seeds} for n in NORMS}
+        against = common.paired_by_seed(by_norm["B"], by_norm["G"])
+        lr = next(r["max_lr"] for r in rows if r["kind"] == kind and r["batch_size" if kind == "real" else "norm_batch"] == size)
+        real.append([f"{size}" + (" (the recipe)" if kind == "ghost" else ""), f"{lr:g}",
+                     *(common.mean_ci(list(by_norm[n].values())) for n in NORMS), common.signed_ci(against),
+                     stats.verdict(against["ci"])])
+    real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
+                                  "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
+                  + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
+                  "√(batch / 128).\n")
+    return {"batch_size.md": main, "batch_size_real.md": real_table}
+
+
 def plot(rows, labels):
-    """Test error (%) against images per normalization batch (log x), mean and min-max band over
-    seeds per norm; the real-batch check as open markers."""
+    """Test error (%) against images per normalization batch (log x): BatchNorm's ghost batches
+    with 95% CIs, LayerNorm and GroupNorm as bands (mean and CI: k does not enter them), and the
+    real batches as open markers."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
     for norm, label in labels.items():
-        ghost = [r for r in rows if r["norm"] == norm and r["kind"] == "ghost"]
-        sizes = sorted({r["norm_batch"] for r in ghost})
-        errors = [[100 - r["test_accuracy"] for r in ghost if r["norm_batch"] == k] for k in sizes]
-        mean = [np.mean(e) for e in errors]
-        line, = ax.plot(sizes, mean, marker="o", label=f"{label} (ghost batches)" if norm == "B" else label)
-        ax.fill_between(sizes, [min(e) for e in errors], [max(e) for e in errors], color=line.get_color(), alpha=0.15)
-        real = [r for r in rows if r["norm"] == norm and r["kind"] == "real"]
-        for size in sorted({r["batch_size"] for r in real}):
-            values = [100 - r["test_accuracy"] for r in real if r["batch_size"] == size]
-            ax.scatter([size * (1.06 if norm == "L" else 0.94 if norm == "G" else 1)], [np.mean(values)],
-                       facecolors="none", edgecolors=line.get_color(), s=60, zorder=3)
+        described = {k: stats.describe([100 - v for v in scores(rows, norm, "ghost", k).values()])
+                     for k in sizes if scores(rows, norm, "ghost", k)}
+        if norm == "B":
+            means = [d["mean"] for d in described.values()]
+            errors = [[d["mean"] - d["ci"][0] for d in described.values()], [d["ci"][1] - d["mean"] for d in described.values()]]
+            line = ax.errorbar(list(described), means, yerr=errors, marker="o", capsize=3, label=f"{label} (ghost batches)")
+            color = line[0].get_color()
+        else:
+            d = described[sizes[-1]]
+            color = ax.axhline(d["mean"], linestyle="--", label=f"{label} (the same at every k)").get_color()
+            ax.axhspan(d["ci"][0], d["ci"][1], color=color, alpha=0.12)
+        for size in sorted({r["batch_size"] for r in rows if r["kind"] == "real"}):
+            values = [100 - v for v in scores(rows, norm, "real", size).values()]
+            ax.scatter([size * {"B": 1, "L": 1.06, "G": 0.94}[norm]], [np.mean(values)], facecolors="none",
+                       edgecolors=color, s=60, zorder=3)
     ax.scatter([], [], facecolors="none", edgecolors="gray", s=60, label="real batch of that size, lr ∝ √batch")
     ax.set_xscale("log", base=2)
     ax.set_xticks(GHOST_SIZES, [str(k) for k in GHOST_SIZES])
     ax.set_xlabel("images per normalization batch (log scale)")
     ax.set_ylabel("final test error (%, last epoch)")
-    ax.set_title("Test error against normalization batch (mean; band: min-max over seeds)")
+    ax.set_title("Test error against the normalization batch (mean and 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
-def draw(images):
-    """batch_size.png from batch_size.csv."""
+def redraw(folder):
+    common.write_tables(folder, tables(folder))
     labels = {norm: utils.RunConfig(norm=norm).label for norm in NORMS}
-    rows = common.read_csv(os.path.join(images, "batch_size.csv"))
-    utils.save_figure(plot(rows, labels), os.path.join(images, "batch_size.png"))
+    figure = plot(read_csv(os.path.join(folder, "batch_size.csv"), MAKER), labels)
+    utils.save_figure(figure, os.path.join(folder, "batch_size.png"))
 
 
 def main():
-    args = common.parser(__doc__, seeds=[1, 2, 3]).parse_args()
-    if args.figures:
-        return draw(args.images)
-    rows = plan(args.seeds)
-    pairs, _, info = common.sweep([run for _, _, run in rows], args)
-    table = []
-    for (kind, k, run), (_, history) in zip(rows, pairs):
-        config = utils.RunConfig.build(**run, **common.settings(args))
-        table.append([config.norm, k if kind == "ghost" else config.batch_size, config.batch_size,
-                      config.max_lr, kind, config.seed, history["test_accuracy"][-1]])
-    common.write_csv(os.path.join(args.images, "batch_size.csv"), COLUMNS, table)
-    recipe = utils.RunConfig(norm="B", **common.settings(args))
-    info["recipe"] = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("norm", "seed")}
-    common.write_json(os.path.join(args.images, "batch_size.json"), info)
-    draw(args.images)
-    print(f"wrote batch_size.csv, batch_size.json and batch_size.png in {args.images}")
+    parser = common.parser(__doc__, seeds=list(range(1, 11)))
+    parser.add_argument("--real-seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds of the real batches")
+    args = parser.parse_args()
+    if not args.redraw:
+        rows = plan(args.seeds, args.real_seeds)
+        pairs, info = common.sweep([run for _, _, run in rows], args)
+        table = []
+        for (kind, k, run), (_, history) in zip(rows, pairs):
+            config = utils.RunConfig.build(**run, **common.settings(args))
+            table.append([config.norm, k if kind == "ghost" else config.batch_size, config.batch_size,
+                          config.max_lr, kind, config.seed, history["test_accuracy"][-1]])
+        write_csv(os.path.join(args.images, "batch_size.csv"), COLUMNS, table)
+        write_json(os.path.join(args.images, "batch_size.json"), info)
+    redraw(args.images)
+    print(f"wrote the batch-size study's results, tables and figure in {args.images}")
 
 
 if __name__ == "__main__":

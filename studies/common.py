@@ -1,24 +1,21 @@
-"""What the study scripts share: their command line, the sweep they train through, and files."""
+"""What the study scripts share: their command line, the sweep they train through, their
+tables' format and the provenance sentence under each table. Run a study as a module from the
+repository's root, e.g. `python -m studies.seeds`."""
 
 import argparse
-import csv
-import io
-import json
-import shlex
+import dataclasses
 import os
+import shlex
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import report  # noqa: E402
-import utils  # noqa: E402
-from data import atomic_write  # noqa: E402
-from report import read_json  # noqa: E402, F401  (the studies read their saved JSON with it)
+import sweeps
+from config import RunConfig
+from files import ROOT, atomic_write, run_info, short_commit
+from studies import stats
 
 IMAGES = os.path.join(ROOT, "Images")
+TABLES = "tables"  # each study's Markdown tables go to Images/tables/, which report.py splices
 
 
 def parser(doc, seeds):
@@ -27,15 +24,15 @@ def parser(doc, seeds):
     if seeds:
         p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"seeds per variant (default {seeds})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: see utils.sweep)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: see sweeps.sweep)")
     p.add_argument("--results-dir", default=os.path.join(ROOT, "runs"),
                    help="where finished runs are kept, so that a second call loads them (default runs/)")
-    p.add_argument("--images", default=IMAGES, help="where the tables and figures are written (default Images/)")
+    p.add_argument("--images", default=IMAGES, help="where the results, tables and figures go (default Images/)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
     p.add_argument("--train-limit", type=int, help="train on the first N images (a quick trial; default all)")
     p.add_argument("--test-limit", type=int, help="test on the first N images (a quick trial; default all)")
-    p.add_argument("--figures", action="store_true",
-                   help="only redraw the figures from the saved tables; nothing is trained or rewritten")
+    p.add_argument("--redraw", action="store_true",
+                   help="only rewrite the tables and figures from the saved results; nothing is trained")
     return p
 
 
@@ -45,46 +42,63 @@ def settings(args):
     return {name: value for name, value in names.items() if value is not None}
 
 
-def sweep(runs, args):
-    """Train (or load) `runs` through utils.sweep; returns ((model, history) pairs, seconds, info)."""
-    import sweeps
+def recipe(args):
+    """The recipe a study trains (RunConfig's defaults with the command line's settings), as saved."""
+    return {k: v for k, v in dataclasses.asdict(RunConfig(norm="B", **settings(args))).items() if k not in ("norm", "seed")}
 
+
+def sweep(runs, args):
+    """Train (or load) `runs` through sweeps.sweep; returns ((model, history) pairs, info)."""
     start = time.perf_counter()
-    pairs = utils.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
-                        root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
+    pairs = sweeps.sweep(runs, workers=args.workers, results_dir=args.results_dir, device=args.device,
+                         root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
     seconds = time.perf_counter() - start
     run_seconds = [sum(history["seconds"]) for _, history in pairs]  # each run's own, recorded when it trained
-    info = report.run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
-                           seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
-                           mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
-                           command=shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]))
+    info = run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
+                    seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
+                    mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
+                    command=shlex.join([sys.argv[0] if sys.argv[0].startswith("-") else
+                                        f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')}",
+                                        *sys.argv[1:]]))
+    info["recipe"] = recipe(args)
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
-    return pairs, seconds, info
+    return pairs, info
 
 
-def write_csv(path, header, rows):
-    """A CSV file, written atomically."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, out.getvalue())
+def write_tables(folder, tables):
+    """Each {name: Markdown} as folder/tables/name."""
+    for name, text in tables.items():
+        atomic_write(os.path.join(folder, TABLES, name), text)
 
 
-def write_json(path, value):
-    """A JSON file (indented, non-ASCII kept as is), written atomically."""
-    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+def provenance(info):
+    """One sentence saying how a set of results was produced: command, time, machine, commit."""
+    parameters = info.get("parameters", {})
+    runs, trained, seconds = parameters.get("runs"), parameters.get("trained_runs"), parameters.get("sweep_seconds")
+    per_run = parameters.get("mean_run_seconds")
+    if trained == runs and seconds:
+        how = f"trained in {seconds / 60:.1f} min"
+    else:  # some or all runs came from the cache: their own times say what training cost
+        how = f"{trained} of its {runs} runs trained in that call, the rest loaded from runs/"
+    return (f"Made by `{parameters.get('command')}` ({how}; {per_run / 60:.1f} min per run) on {info['device']}, "
+            f"torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
 
 
-def read_csv(path):
-    """Rows of a CSV file as dicts, numbers converted."""
-    def number(value):
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value
+def mean_ci(values, digits=2):
+    d = stats.describe(values)
+    return f"{d['mean']:.{digits}f} ({d['ci'][0]:.{digits}f} to {d['ci'][1]:.{digits}f})"
 
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+def signed(value, digits=2):
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def signed_ci(r, digits=2):
+    """A difference with its CI, e.g. '+0.03 (−0.01 to +0.07)'."""
+    return f"{signed(r['mean'], digits)} ({signed(r['ci'][0], digits)} to {signed(r['ci'][1], digits)})"
+
+
+def paired_by_seed(a, b):
+    """stats.paired over the seeds two {seed: value} dicts share."""
+    seeds = sorted(set(a) & set(b))
+    return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])

@@ -1,39 +1,38 @@
 """When does the norm matter? Test images that differ from the training images.
 
-    python studies/shift.py        # the recipe's trained runs (from runs/, trained if missing)
-
-Each model's scores are kept beside its run in runs/ (keyed by its weights and this file), so a
-second call reads them instead of scoring again.
+    python -m studies.shift        # the seeds study's trained runs (from runs/, trained if missing)
 
 BatchNorm normalizes test images with running statistics fixed during training; LayerNorm and
 GroupNorm use each image's own statistics. Each trained model is scored on deterministic
 corruptions of the MNIST test set, made with torch operations on the [0, 1] pixels before the
 usual normalization. "BatchNorm + AdaBN" is the BatchNorm model with its running statistics
 recomputed on the corrupted test set (Li et al. 2016; Schneider et al. 2020), the known remedy.
+Each model's scores are kept beside its run in runs/ (keyed by its weights and SCORING_VERSION),
+so a second call reads them instead of scoring again.
 
 Writes Images/shift.csv (norm, seed, corruption, severity, test_accuracy; norm "B+AdaBN" for
-the remedy) and Images/shift.png.
+the remedy), Images/shift.json (what produced it), Images/shift.png and the tables
+Images/tables/shift.md, shift_table.md and shift_full.md.
 """
 
 import copy
 import hashlib
-import json
 import math
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import data as mnist
+import utils
+from files import ROOT, markdown_table, read_csv, read_json, write_csv, write_json
+from model import NORMS, state_digest
+from studies import common, stats
 
-import data as mnist  # noqa: E402
-import sweeps  # noqa: E402
-import utils  # noqa: E402
-from model import NORMS  # noqa: E402
-from studies import common  # noqa: E402
-
+TABLE_NAMES = ("shift.md", "shift_paired.md", "shift_table.md", "shift_full.md")  # in Images/tables/
+MAKER = "python -m studies.shift"
+SCORING_VERSION = 1  # bump when corrupt(), adapt_batchnorm() or the scoring change what a model scores
 # corruption -> severities, in its own unit (see corrupt()); "none" is the clean test set.
 CORRUPTIONS = {
     "none": [0],
@@ -121,37 +120,76 @@ def score(models, x, y):
     return rows
 
 
-def score_key(model, code):
-    """What a model's scores depend on: its weights and `code` (see score_cached)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(code)
-    return digest.hexdigest()[:20]
+def score_path(results_dir, run, model, test_limit):
+    """Where a model's scores are kept: beside its run, keyed by its weights and the scoring."""
+    key = hashlib.sha256(f"{state_digest(model.state_dict())} {SCORING_VERSION} {test_limit}".encode()).hexdigest()[:20]
+    return os.path.join(results_dir, f"{run[0]}-seed{run[1]}-{key}.shift.json")
 
 
 def score_cached(models, x, y, results_dir, test_limit=None):
-    """score(), with each model's rows kept in results_dir (shift-<norm>-seed<seed>-<key>.json)
-    so that a second call only reads them; rows in score()'s order."""
-    with open(os.path.abspath(__file__), "rb") as f:  # the corruptions; then evaluate and blur's version
-        code = f.read() + f"{sweeps.code_version()} {test_limit}".encode()
-    paths = {run: os.path.join(results_dir, f"shift-{run[0]}-seed{run[1]}-{score_key(model, code)}.json")
-             for run, model in models.items()}
+    """score(), with each model's rows kept in results_dir so that a second call only reads them;
+    rows in score()'s order."""
+    paths = {run: score_path(results_dir, run, model, test_limit) for run, model in models.items()}
     missing = {run: model for run, model in models.items() if not os.path.exists(paths[run])}
     found = score(missing, x, y) if missing else []
     for run in missing:
-        mine = [row for row in found if row[1] == run[1] and row[0] in (run[0], f"{run[0]}+AdaBN")]
-        mnist.atomic_write(paths[run], json.dumps(mine))
-    by_run = {run: [tuple(row) for row in common.read_json(paths[run])] for run in models}
-    accuracy = {row[:4]: row[4] for rows in by_run.values() for row in rows}
-    ordered = []
-    for corruption, severities in CORRUPTIONS.items():
-        for severity in severities:
-            for norm, seed in models:
-                for name in (norm, "B+AdaBN") if norm == "B" else (norm,):
-                    ordered.append((name, seed, corruption, severity, accuracy[(name, seed, corruption, severity)]))
-    return ordered
+        write_json(paths[run], [row for row in found if row[1] == run[1] and row[0] in (run[0], f"{run[0]}+AdaBN")])
+    accuracy = {tuple(row[:4]): row[4] for run in models for row in read_json(paths[run])}
+    return [(name, seed, corruption, severity, accuracy[(name, seed, corruption, severity)])
+            for corruption, severities in CORRUPTIONS.items() for severity in severities for norm, seed in models
+            for name in ((norm, "B+AdaBN") if norm == "B" else (norm,))]
+
+
+def mean_by_seed(rows, model, keep):
+    """{seed: mean accuracy of `model` over the rows that keep(row) accepts}."""
+    by_seed = {}
+    for r in rows:
+        if r["norm"] == model and keep(r):
+            by_seed.setdefault(r["seed"], []).append(r["test_accuracy"])
+    return {seed: float(np.mean(values)) for seed, values in by_seed.items()}
+
+
+def accuracy_table(rows, by_severity):
+    """Accuracy per corruption (per severity, or averaged over them), mean ± sd over seeds."""
+    groups = ([(c, [s]) for c, severities in CORRUPTIONS.items() for s in severities] if by_severity
+              else list(CORRUPTIONS.items()))
+    lines = []
+    for corruption, severities in groups:
+        cells = []
+        for model in MODELS:
+            d = stats.describe(list(mean_by_seed(rows, model, lambda r: r["corruption"] == corruption
+                                                 and r["severity"] in severities).values()))
+            cells.append(f"{d['mean']:.2f} ± {d['sd']:.2f}")
+        lines.append(["none (clean)" if corruption == "none" else corruption, ", ".join(map(str, severities)), *cells])
+    corrupted = {m: mean_by_seed(rows, m, lambda r: r["corruption"] != "none") for m in MODELS}
+    lines.append(["**all corrupted sets**", "", *(f"**{np.mean(list(corrupted[m].values())):.2f}**" for m in MODELS)])
+    return markdown_table(["corruption", "severity" if by_severity else "severities (mean over them)",
+                           *MODELS.values()], lines)
+
+
+def tables(folder):
+    """Each model against BatchNorm + L1, paired by seed, over all corrupted sets and per corruption,
+    with the verdict its CI supports: shift.md in brief (a row per model), shift_paired.md in full;
+    shift_table.md and shift_full.md: the accuracies."""
+    rows = read_csv(os.path.join(folder, "shift.csv"), MAKER)
+    groups = [("all corrupted sets", lambda r: r["corruption"] != "none")]
+    groups += [(c, lambda r, c=c: r["corruption"] == c) for c in CORRUPTIONS if c != "none"]
+    paired = {(m, name): common.paired_by_seed(mean_by_seed(rows, m, keep), mean_by_seed(rows, "B", keep))
+              for m in list(MODELS)[1:] for name, keep in groups}
+    others = list(MODELS)[1:]
+    brief = [[f"{MODELS[m]} − BatchNorm", common.signed_ci(paired[(m, groups[0][0])]),
+              *(stats.verdict(paired[(m, name)]["ci"]) for name, _ in groups[1:])] for m in others]
+    full = [[name, *(cell for m in others for cell in (common.signed_ci(paired[(m, name)]), stats.verdict(paired[(m, name)]["ci"])))]
+            for name, _ in groups]
+    info = os.path.join(folder, "shift.json")
+    made = (f"\nAccuracy in points, each corruption the mean over its severities, paired over "
+            f"{len({r['seed'] for r in rows})} seeds. " + (common.provenance(read_json(info, MAKER)) if os.path.exists(info) else "\n"))
+    return {"shift.md": markdown_table(["against BatchNorm + L1", "all corrupted sets (95% CI)", *(n for n, _ in groups[1:])],
+                                       brief, "lr" + "l" * (len(groups) - 1)) + made,
+            "shift_paired.md": markdown_table(["test images", *(h for m in others for h in (f"{MODELS[m]} − BatchNorm (95% CI)",
+                                                                                            "verdict"))],
+                                              full, "l" + "rl" * len(others)) + made,
+            "shift_table.md": accuracy_table(rows, False), "shift_full.md": accuracy_table(rows, True)}
 
 
 def plot(rows):
@@ -179,22 +217,26 @@ def plot(rows):
     return fig
 
 
+def redraw(folder):
+    common.write_tables(folder, tables(folder))
+    utils.save_figure(plot(read_csv(os.path.join(folder, "shift.csv"), MAKER)), os.path.join(folder, "shift.png"))
+
+
 def main():
     args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
-    if args.figures:
-        return utils.save_figure(plot(common.read_csv(os.path.join(args.images, "shift.csv"))),
-                                 os.path.join(args.images, "shift.png"))
-    runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
-    pairs, _, info = common.sweep(runs, args)
-    device = utils.resolve_device(args.device)
-    _, _, test_images, test_labels = mnist.load_mnist(os.path.join(common.ROOT, "data"))
-    x = test_images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255
-    y = test_labels[:args.test_limit].to(device, torch.int64)
-    models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
-    path = os.path.join(args.images, "shift.csv")
-    common.write_csv(path, COLUMNS, score_cached(models, x, y, args.results_dir, args.test_limit))
-    utils.save_figure(plot(common.read_csv(path)), os.path.join(args.images, "shift.png"))
-    print(f"wrote shift.csv and shift.png in {args.images}")
+    if not args.redraw:
+        runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
+        pairs, info = common.sweep(runs, args)
+        device = utils.resolve_device(args.device)
+        _, _, test_images, test_labels = mnist.load_mnist(os.path.join(ROOT, "data"))
+        x = test_images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255
+        y = test_labels[:args.test_limit].to(device, torch.int64)
+        models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
+        write_csv(os.path.join(args.images, "shift.csv"), COLUMNS, score_cached(models, x, y, args.results_dir,
+                                                                                args.test_limit))
+        write_json(os.path.join(args.images, "shift.json"), info)
+    redraw(args.images)
+    print(f"wrote the shift study's results, tables and figure in {args.images}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,19 @@ def t_quantile(p, df):
     return (low + high) / 2
 
 
+def finite(values):
+    """values as a float array; ValueError if any is NaN or infinite (a result that must not be averaged)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("no values to summarize")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{int((~np.isfinite(values)).sum())} of {values.size} values are not finite numbers")
+    return values
+
+
 def describe(values, confidence=0.95):
     """Mean, sample sd, t confidence interval of the mean, min and max of per-seed values."""
-    values = np.asarray(values, dtype=float)
+    values = finite(values)
     n = len(values)
     mean = float(values.mean())
     sd = float(values.std(ddof=1)) if n > 1 else 0.0
@@ -42,7 +52,7 @@ def describe(values, confidence=0.95):
 def paired(a, b, confidence=0.95):
     """Paired comparison of a and b measured on the same seeds: the mean of a - b, its t
     confidence interval and the two-sided p-value of the paired t-test (NaN below 2 seeds)."""
-    difference = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    difference = finite(a) - finite(b)
     stats = describe(difference, confidence)
     n, sd = stats["n"], stats["sd"]
     if n < 2:
@@ -60,7 +70,7 @@ def welch(a, b, confidence=0.95):
     means, its confidence interval with the Welch-Satterthwaite degrees of freedom, and the
     two-sided p-value. For values that share no seeds, such as the same difference measured on
     two different sets of networks."""
-    a, b = describe(a), describe(b)
+    a, b = describe(a), describe(b)  # refuses non-finite values
     va, vb = a["sd"] ** 2 / a["n"], b["sd"] ** 2 / b["n"]
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1)) if se > 0 else float("inf")
@@ -80,3 +90,8 @@ def holm(p_values):
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+def verdict(ci, higher="higher", lower="lower"):
+    """The word a 95% CI of a difference supports: `higher` above 0, `lower` below, else within noise."""
+    return higher if ci[0] > 0 else lower if ci[1] < 0 else "within noise"

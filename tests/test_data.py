@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import data
+import files
 
 
-def writer(files, calls):
+def writer(raw_files, calls):
     def fetch(raw_dir):
         calls.append(raw_dir)
-        for name, content in files.items():
-            data.atomic_write(os.path.join(raw_dir, name), content)
+        for name, content in raw_files.items():
+            files.atomic_write(os.path.join(raw_dir, name), content)
     return fetch
 
 
@@ -58,7 +59,7 @@ def test_load_tensors_normalizes_and_splits(tmp_path, tiny_mnist, monkeypatch):
     assert torch.allclose(train_x[:, 0], (raw.float() / 255 - data.MNIST_MEAN) / data.MNIST_STD)
     assert train_y.dtype == torch.int64
 
-    monkeypatch.setattr(data, "VALIDATION_SIZE", 2)
+    monkeypatch.setattr(data, "VALIDATION_IMAGES", 2)
     vx, vy, hx, hy = data.load_tensors(str(tmp_path), validation=True, train_limit=2)
     assert torch.equal(vx, train_x[:2]) and torch.equal(hx, train_x[3:]) and torch.equal(hy, train_y[3:])
 
@@ -155,13 +156,13 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        data.atomic_write(str(target), b"new content")
+        files.atomic_write(str(target), b"new content")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["file.bin"]
 
 
 def test_atomic_write_gives_normal_permissions(tmp_path):
-    data.atomic_write(str(tmp_path / "a.txt"), "text")
+    files.atomic_write(str(tmp_path / "a.txt"), "text")
     assert (tmp_path / "a.txt").read_text() == "text"
     mask = os.umask(0)
     os.umask(mask)

@@ -5,12 +5,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 
 import data
+import files
 import report
+import sweeps
 import utils
 from model import Net
 
@@ -29,7 +32,7 @@ def test_a_nan_image_is_refused_before_training_and_nothing_is_written(make_data
     with pytest.raises(ValueError, match=r"train_x holds 1 image.*NaN.*\[5\]"):
         utils.run("B", epochs=1, data=with_nan_image(make_data), **TINY)
     with pytest.raises(ValueError, match=r"train_x holds 1 image.*NaN"):
-        utils.sweep([dict(norm="L")], workers=1, results_dir=str(tmp_path), epochs=1, data=with_nan_image(make_data),
+        sweeps.sweep([dict(norm="L")], workers=1, results_dir=str(tmp_path), epochs=1, data=with_nan_image(make_data),
                     device="cpu", progress=False)
     assert not list(tmp_path.glob("*.pt"))
 
@@ -56,7 +59,7 @@ def test_a_non_finite_loss_stops_training_naming_the_step(make_data, monkeypatch
 def test_a_sweep_keeps_the_runs_that_finished_when_one_diverges(make_data, tmp_path):
     runs = [dict(norm="B", max_lr=10.0), dict(norm="G")]
     with pytest.raises(RuntimeError, match=r"(?s)1 of 2 runs failed.*BatchNorm.*TrainingDiverged"):
-        utils.sweep(runs, workers=2, threads=1, results_dir=str(tmp_path), epochs=1, batch_size=32,
+        sweeps.sweep(runs, workers=2, threads=1, results_dir=str(tmp_path), epochs=1, batch_size=32,
                     data=make_data(), device="cpu", progress=False)
     assert [p.name.split("-")[0] for p in tmp_path.glob("*.pt")] == ["G"]
 
@@ -70,7 +73,7 @@ def test_results_are_strict_json_or_nothing_is_written(tmp_path):
 
 
 def test_planted_processed_files_are_never_loaded(tmp_path, tiny_mnist, monkeypatch):
-    monkeypatch.setattr(data, "MNIST_SOURCES", [("fake", lambda raw: [data.atomic_write(os.path.join(raw, n), c)
+    monkeypatch.setattr(data, "MNIST_SOURCES", [("fake", lambda raw: [files.atomic_write(os.path.join(raw, n), c)
                                                                       for n, c in tiny_mnist.items()])])
     processed = tmp_path / "MNIST" / "processed"
     processed.mkdir(parents=True)
@@ -93,18 +96,20 @@ def test_publish_folder_replaces_a_set_whole_and_recovers_an_interrupted_swap(tm
     final = tmp_path / "set"
     final.mkdir()
     (final / "a.txt").write_text("old")
-    staging = data.staging_folder(str(final))
-    (tmp_path / ".set.staging-stale").mkdir()  # left by a killed run: cleaned next time
+    staging = files.staging_folder(str(final))
+    dead, alive = f".set.staging-{2 ** 22 + 12345}-x", f".set.staging-{os.getpid()}-y"
+    (tmp_path / dead).mkdir()  # left by a killed run: cleaned next time
+    (tmp_path / alive).mkdir()  # another run's, still going: left alone
     assert os.path.dirname(staging) == str(tmp_path)
     (open(os.path.join(staging, "b.txt"), "w")).write("new")
-    data.publish_folder(staging, str(final))
-    assert sorted(os.listdir(final)) == ["b.txt"] and sorted(os.listdir(tmp_path)) == [".set.staging-stale", "set"]
-    data.staging_folder(str(final))
-    assert ".set.staging-stale" not in os.listdir(tmp_path)
+    files.publish_folder(staging, str(final))
+    assert sorted(os.listdir(final)) == ["b.txt"] and sorted(os.listdir(tmp_path)) == [dead, alive, "set"]
+    files.staging_folder(str(final))
+    assert dead not in os.listdir(tmp_path) and alive in os.listdir(tmp_path)
 
     # Without an atomic exchange, interrupted between its two renames: the next call repairs it.
-    monkeypatch.setattr(data, "_exchange", lambda a, b: False)
-    staging = data.staging_folder(str(final))
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    staging = files.staging_folder(str(final))
     renames = []
     real_rename = os.rename
 
@@ -116,10 +121,10 @@ def test_publish_folder_replaces_a_set_whole_and_recovers_an_interrupted_swap(tm
 
     monkeypatch.setattr(os, "rename", rename_then_die)
     with pytest.raises(KeyboardInterrupt):
-        data.publish_folder(staging, str(final))
+        files.publish_folder(staging, str(final))
     monkeypatch.setattr(os, "rename", real_rename)
     assert not final.exists() and (tmp_path / "set.previous" / "b.txt").exists()
-    data.staging_folder(str(final))  # the next run starts
+    files.staging_folder(str(final))  # the next run starts
     assert sorted(os.listdir(final)) == ["b.txt"]  # the previous complete set is back
 
 
@@ -156,15 +161,91 @@ def test_pretrained_round_trip_and_mismatches_are_named(tmp_path):
     assert loaded.info["test_accuracy"] == 99.5 and loaded.groups == 7 and not loaded.training
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(loaded(x), net.eval()(x))
-    with pytest.raises(ValueError, match="holds weights for norm 'G', not 'B'"):
+    with pytest.raises(ValueError, match="holds the weights of norm 'G', not 'B'"):
         Net.pretrained("B", path=path)
     saved = torch.load(path, weights_only=True)
-    saved["layout"] = "c14 c14 p v14 v14 c28"
+    saved["state_dict"]["head.bias"] = torch.zeros(11)
+    saved["sha256"] = sweeps.state_digest(saved["state_dict"])
     torch.save(saved, path)
     with pytest.raises(ValueError, match="does not fit Net"):
         Net.pretrained("G", path=path)
     with pytest.raises(FileNotFoundError, match="make run"):
         Net.pretrained("G", path=str(tmp_path / "missing.pt"))
+
+
+def flip_one_bit(path):
+    """Flip an exponent bit of one weight in a saved network, leaving the file loadable."""
+    saved = torch.load(path, weights_only=True)
+    weight = next(v for v in saved["state_dict"].values() if v.dim() == 4)
+    weight.view(torch.int32).view(-1)[0] ^= 1 << 29
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("norm", ["B", "L", "G"])
+def test_a_flipped_bit_in_a_committed_network_is_refused_naming_the_file_and_the_fix(tmp_path, norm):
+    path = tmp_path / f"net_{norm}.pt"
+    shutil.copy(os.path.join(ROOT, "Images", "notebook", f"net_{norm}.pt"), path)
+    assert Net.pretrained(norm, path=str(path)).info["test_accuracy"] > 99  # intact, it loads
+    flip_one_bit(path)
+    with pytest.raises(ValueError, match=rf"net_{norm}.pt: the weights do not match their sha256.*git checkout.*make run"):
+        Net.pretrained(norm, path=str(path))
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=rf"net_{norm}.pt cannot be read.*git checkout"):
+        Net.pretrained(norm, path=str(path))
+
+
+def test_non_finite_weights_are_refused_even_with_a_matching_hash(tmp_path):
+    net = Net("B")
+    with torch.no_grad():
+        net.head.bias[0] = float("inf")
+    net.save_pretrained(str(tmp_path / "net_B.pt"))
+    with pytest.raises(ValueError, match="non-finite weights in head.bias"):
+        Net.pretrained("B", path=str(tmp_path / "net_B.pt"))
+
+
+def copy_of_the_repository(tmp_path):
+    """The code, documents and results of this checkout, without git, data or runs."""
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "__pycache__", ".make-run*"))
+    return copy
+
+
+def replace_cell(csv_text, column, value):
+    """csv_text with the first row's `column` set to `value`."""
+    lines = csv_text.splitlines(keepends=True)
+    cells = lines[1].rstrip("\n").split(",")
+    cells[lines[0].rstrip("\n").split(",").index(column)] = value
+    return lines[0] + ",".join(cells) + "\n" + "".join(lines[2:])
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where, damage", [
+    ("Images/summary.json", lambda text: text.replace('"final_test_accuracy_per_seed": [\n', '"final_test_accuracy_per_seed": [\n  NaN,', 1)),
+    ("studies/search.csv", lambda text: replace_cell(text, "val_accuracy", "nan")),
+    ("Images/shift.csv", lambda text: replace_cell(text, "test_accuracy", "inf")),
+])
+def test_a_non_finite_number_in_a_results_file_stops_report_naming_it_and_writes_nothing(tmp_path, where, damage):
+    copy = copy_of_the_repository(tmp_path)
+    path = copy / where
+    path.write_text(damage(path.read_text()))
+    before = snapshot(copy)
+    out = subprocess.run([sys.executable, "report.py"], cwd=copy, capture_output=True, text=True)
+    assert out.returncode == 1 and where.split("/")[-1] in out.stderr and "nothing written" in out.stderr
+    assert "not a finite number" in out.stderr
+    assert snapshot(copy) == before  # no README, no table rewritten
+
+
+def test_statistics_refuse_non_finite_inputs():
+    from studies import stats
+
+    for bad in ([99.5, float("nan"), 99.4], [99.5, float("inf")]):
+        with pytest.raises(ValueError, match="not finite"):
+            stats.describe(bad)
+        with pytest.raises(ValueError, match="not finite"):
+            stats.paired(bad, [99.0] * len(bad))
 
 
 def make(*arguments, cwd=ROOT):
@@ -216,3 +297,14 @@ def test_real_mnist_is_loaded_whatever_lies_in_processed(tmp_path):
     raw_bytes = (raw / "train-images-idx3-ubyte").read_bytes()
     assert hashlib.md5(raw_bytes).hexdigest() == data.MNIST_MD5["train-images-idx3-ubyte"]
     assert train_images.numpy().tobytes() == raw_bytes[16:] and (train_labels != 7).any()
+
+
+@pytest.mark.integration
+def test_a_run_stuck_at_chance_raises_and_is_not_kept(tmp_path):
+    with pytest.raises(utils.TrainingDiverged, match=r"BatchNorm \+ L1 \(λ=1e-05\), seed 1: the test loss .* epoch 1"):
+        utils.run("B", epochs=2, train_limit=2000, max_lr=10.0, root=os.path.join(ROOT, "data"), progress=False,
+                  device="cpu")
+    with pytest.raises(RuntimeError, match="TrainingDiverged"):
+        sweeps.sweep([dict(norm="B")], epochs=2, train_limit=2000, max_lr=10.0, results_dir=str(tmp_path),
+                     root=os.path.join(ROOT, "data"), device="cpu", progress=False)
+    assert not list(tmp_path.iterdir())

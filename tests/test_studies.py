@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import files  # noqa: E402
 import utils  # noqa: E402
 from model import Net  # noqa: E402
 from studies import batch_size, seeds, shift  # noqa: E402
@@ -21,14 +22,15 @@ def close_figures():
 
 
 def test_batch_size_plan_isolates_the_normalization_batch():
-    plan = batch_size.plan([1])
+    plan = batch_size.plan([1, 2], real_seeds=[1])
     ghost = [(k, run) for kind, k, run in plan if kind == "ghost"]
     assert sorted({k for k, _ in ghost}) == batch_size.GHOST_SIZES
-    for k, run in ghost:  # only BatchNorm below the optimizer batch gets ghost batches
-        assert run.get("norm_batch") == (k if run["norm"] == "B" and k < 128 else None)
+    for k, run in ghost:  # only BatchNorm below the optimizer batch gets ghost batches; the others run at 128
+        assert run.get("norm_batch") == (k if k < 128 else None) and (run["norm"] == "B" or k == 128)
         assert "batch_size" not in run
+    assert sum(k == 128 for k, _ in ghost) == 2 * 3  # the seeds study's runs of every norm
     real = [run for kind, _, run in plan if kind == "real"]
-    assert {(r["batch_size"], r["max_lr"]) for r in real} == {(16, 0.003536), (32, 0.005)}
+    assert {(r["batch_size"], r["max_lr"]) for r in real} == {(16, 0.003536), (32, 0.005)} and len(real) == 2 * 3
     utils.RunConfig.build(**plan[0][2])  # every planned run is a valid configuration
 
 
@@ -94,13 +96,16 @@ def test_shift_scores_are_kept_per_model_and_read_back_in_order(tmp_path, monkey
 def fake_rows():
     rows = []
     for seed in (1, 2, 3):
+        for k in batch_size.GHOST_SIZES:
+            rows.append(dict(norm="B", norm_batch=k, batch_size=128, max_lr=0.01, kind="ghost", seed=seed,
+                             test_accuracy=99.0 + seed / 10 - (0.5 + seed / 100 if k == 2 else 0)))
+        for norm in "LG":
+            rows.append(dict(norm=norm, norm_batch=128, batch_size=128, max_lr=0.01, kind="ghost", seed=seed,
+                             test_accuracy=99.05 + seed / 10 + (seed % 2) / 100))
         for norm in "BLG":
-            for k in batch_size.GHOST_SIZES:
-                rows.append(dict(norm=norm, norm_batch=k, batch_size=128, max_lr=0.01, kind="ghost", seed=seed,
-                                 test_accuracy=99.0 + seed / 10 - (0.5 if norm == "B" and k == 2 else 0)))
             for size in batch_size.REAL_SIZES:
                 rows.append(dict(norm=norm, norm_batch=size, batch_size=size, max_lr=0.005, kind="real",
-                                 seed=seed, test_accuracy=98.9))
+                                 seed=seed, test_accuracy=98.9 + seed / 7))
     return rows
 
 
@@ -116,26 +121,13 @@ def test_study_figures_draw_every_variant():
     assert len(figure.axes[0].collections) >= 3
 
 
-def test_the_recipe_defaults_are_the_search_choice():
-    from studies import search
-
-    for norm in "BLG":
-        assert utils.RunConfig(norm=norm, **search.CANDIDATES[search.CHOSEN]) == utils.RunConfig(norm=norm)
-    assert utils.RunConfig(**search.CANDIDATES["base"]) != utils.RunConfig()  # the search started elsewhere
-
-
-def test_only_a_finalist_is_scored_on_the_test_set(monkeypatch, capsys, tmp_path):
-    from studies import search
-
-    monkeypatch.setattr(search, "FINALISTS", [])
-    monkeypatch.setattr("sys.argv", ["seeds.py", "--candidate", "SiLU", "--images", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        seeds.main()
-    assert "'SiLU' is not a finalist" in capsys.readouterr().err and not list(tmp_path.iterdir())
-    assert seeds.finalist_dir("SiLU, last 3 epochs unaugmented").endswith("finalists/silu-last-3-epochs-unaugmented")
-    monkeypatch.setattr(search, "FINALISTS", ["SiLU"])  # a finalist still never writes into Images/
-    inside = seeds.os.path.join(seeds.common.IMAGES, "..", "Images", "finalist")
-    monkeypatch.setattr("sys.argv", ["seeds.py", "--candidate", "SiLU", "--images", inside])
-    with pytest.raises(SystemExit):
-        seeds.main()
-    assert "is not written into Images/" in capsys.readouterr().err
+def test_batch_size_tables_put_each_verdict_where_its_ci_lies(tmp_path):
+    rows = fake_rows()
+    files.write_csv(str(tmp_path / "batch_size.csv"), batch_size.COLUMNS, [[r[c] for c in batch_size.COLUMNS] for r in rows])
+    files.write_json(str(tmp_path / "batch_size.json"), files.run_info("cpu", command="test", runs=1, trained_runs=1,
+                                                                        sweep_seconds=60, mean_run_seconds=60))
+    tables = batch_size.tables(str(tmp_path))
+    lines = {line.split(" | ")[0].strip("| "): line for line in tables["batch_size.md"].splitlines() if line.startswith("| ")}
+    assert lines["2"].count("| lower |") == 2  # 0.5 points below its own k=128 and below GroupNorm
+    assert "| within noise |" not in lines["2"] and "(reference)" in lines["128"]
+    assert "16" in tables["batch_size_real.md"] and "(the recipe)" in tables["batch_size_real.md"]

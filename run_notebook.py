@@ -1,0 +1,76 @@
+"""What `make run` does: the notebook top to bottom, then its results published with it, all at once.
+
+    python run_notebook.py                   # make run
+    python run_notebook.py -p EPOCHS 1 -p TRAIN_LIMIT 2000   # notebook parameters (values as Python literals)
+
+One at a time: a second call while one runs says so and changes nothing (a lock on .make-run.lock,
+released however the first ends). The notebook runs with papermill into a fresh folder of its own;
+only when every cell has run, the executed notebook is cleaned and the README's sections are
+rendered from the new results, and then the three change together (S6_Normalization.ipynb,
+Images/notebook/ and README.md: three renames, with SIGINT and SIGTERM held back meanwhile). An
+interruption at any earlier point leaves the previous set as it was. papermill's injected
+parameters cell (where the results go, and any -p) is stripped from the published notebook.
+"""
+
+import argparse
+import ast
+import os
+import shutil
+import sys
+import tempfile
+
+import papermill
+
+import report
+import utils
+from files import ROOT, atomic_write, check_replaceable, exclusive, publish_folder, signals_deferred
+
+NOTEBOOK = os.path.join(ROOT, report.NOTEBOOK)
+IMAGES = os.path.join(ROOT, "Images", "notebook")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a notebook parameter, e.g. -p EPOCHS 1 (the value is read as a Python literal)")
+    args = parser.parse_args(argv)
+    parameters = {}
+    for name, value in args.p:
+        try:
+            parameters[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parameters[name] = value  # a plain string, as papermill's -p reads it
+    if "IMAGES_DIR" in parameters:
+        parser.error("make run publishes into Images/notebook/; to write elsewhere, run the notebook itself "
+                     "(papermill S6_Normalization.ipynb out.ipynb -p IMAGES_DIR folder)")
+    try:
+        with exclusive(os.path.join(ROOT, ".make-run.lock"), "`make run`"):
+            check_replaceable(IMAGES, utils.NOTEBOOK_FILES, "the notebook")
+            return run(parameters)
+    except (RuntimeError, ValueError) as error:
+        print(f"make run: {error}; nothing changed", file=sys.stderr)
+        return 1
+
+
+def run(parameters):
+    work = tempfile.mkdtemp(prefix=".make-run-", dir=ROOT)
+    try:
+        executed, images = os.path.join(work, report.NOTEBOOK), os.path.join(work, "notebook")
+        papermill.execute_notebook(NOTEBOOK, executed, cwd=ROOT, progress_bar=False, kernel_name="python3",
+                                   parameters={**parameters, "IMAGES_DIR": images})
+        report.clean_notebook(executed)
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = report.render(f.read(), {**report.make_tables(), **{
+                "Images/notebook/results.md": report.notebook_tables(images)["results.md"]}})
+        with signals_deferred():
+            publish_folder(images, IMAGES)
+            os.replace(executed, NOTEBOOK)
+            atomic_write(os.path.join(ROOT, "README.md"), readme)
+        print(f"published {report.NOTEBOOK}, Images/notebook/ and README.md; `python report.py` rewrites the other READMEs")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

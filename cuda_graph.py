@@ -1,12 +1,19 @@
-"""The GPU fast path: a training step's forward and backward, captured in a CUDA graph.
+"""The GPU fast paths: training steps replayed from CUDA graphs.
 
 A network of 8,000 parameters is launch-bound on a GPU: each step is hundreds of tiny kernels,
 and eager PyTorch spends longer launching them than the GPU spends running them. A CUDA graph
-records the forward pass, the loss with its L1 term and the backward pass once and replays
-them with one launch. The optimizer step then runs as in the eager step (a fused AdamW is one
-kernel), outside the graph, because OneCycleLR changes the learning rate and AdamW's beta1
-between steps as Python numbers, which a graph would freeze at their values at capture.
+records them once and replays them with one launch.
+- GraphStep (one run, utils.setup): forward, loss with L1 and backward in a graph; the optimizer
+  steps outside it, with OneCycleLR's Python numbers.
+- CapturedStep and OneCycleTables (grouped.train_group): the whole step in a graph, augmentation
+  and AdamW included. A graph freezes Python numbers at capture, so the lr and AdamW's beta1, which
+  OneCycleLR changes every step, are device tensors that the step fills from precomputed tables at
+  a device step counter. The captured step is the eager step function, captured: the CPU, and any
+  step no graph covers, runs that same function.
 """
+
+import collections
+import functools
 
 import torch
 
@@ -35,12 +42,7 @@ class GraphStep:
             return self.step(images, labels)
         self.full_batches += 1
         if self.graph is None and self.full_batches <= self.WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.step(images, labels)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
+            return on_side_stream(self.step, images, labels)
         if self.graph is None:
             try:
                 self.capture(images, labels)
@@ -65,3 +67,95 @@ class GraphStep:
         with torch.cuda.graph(self.graph):
             self.static_out = self.forward_backward(self.static_images, self.static_labels)
         self.static_grads = [param.grad for param in self.params]
+
+
+def on_side_stream(function, *args):
+    """function(*args) on a side stream, as the CUDA graph docs ask of the calls before a capture."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out = function(*args)
+    torch.cuda.current_stream().wait_stream(side)
+    return out
+
+
+@functools.lru_cache(maxsize=16)  # stepping the scheduler takes a second or two for 20 epochs
+def one_cycle_tables(max_lr, epochs, steps_per_epoch):
+    """((lr,), (beta1,)) at every step as utils.setup's OneCycleLR sets them on AdamW: entry k is
+    what step k uses, the last (index epochs * steps_per_epoch) what the group holds after the
+    final step. Read off a throwaway scheduler on a one-parameter AdamW, on the CPU."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+    optimizer.step()  # no gradient: changes nothing, but the scheduler warns unless one came first
+    group, lrs, beta1s = optimizer.param_groups[0], [], []
+    for step in range(epochs * steps_per_epoch + 1):
+        lrs.append(group["lr"])
+        beta1s.append(group["betas"][0])
+        if step < epochs * steps_per_epoch:
+            scheduler.step()
+    return tuple(lrs), tuple(beta1s)
+
+
+class OneCycleTables:
+    """OneCycleLR for an AdamW whose steps may be graph replays: every param group's lr and beta1
+    become views of one device tensor (float64, as the Python numbers are), which apply() fills
+    from the tables at the device step counter. .lrs and .beta1s keep the Python tables (the lr
+    after epoch e, as a history records it, is lrs[e * steps_per_epoch])."""
+
+    def __init__(self, optimizer, max_lr, epochs, steps_per_epoch):
+        self.lrs, self.beta1s = one_cycle_tables(max_lr, epochs, steps_per_epoch)
+        device = optimizer.param_groups[0]["params"][0].device
+        self.tables = torch.tensor([self.lrs, self.beta1s], dtype=torch.float64, device=device)  # (2, steps + 1)
+        self.values = self.tables[:, 0].clone()  # (2,): this step's lr and beta1
+        self.step = torch.zeros(1, dtype=torch.long, device=device)  # steps taken
+        for group in optimizer.param_groups:  # after the constructor, which wants both betas alike
+            group["lr"], group["betas"] = self.values[0], (self.values[1], group["betas"][1])
+
+    def apply(self):
+        """Set the lr and beta1 of the step about to be taken, and count it: device ops only."""
+        self.values.copy_(self.tables.index_select(1, self.step).view(2))
+        self.step += 1
+
+
+class CapturedStep:
+    """step(index, key), a whole training step, replayed from a CUDA graph per key and shape of
+    `index`: `step` reads all else from tensors it updates in place (data, network, optimizer,
+    tables, totals) and draws from `generators`, which each graph registers, so that replay i
+    draws what eager call i would. Each (key, shape) runs WARMUP times eagerly on a side stream,
+    is captured on a static copy of `index` (nothing runs then), and is replayed from then on. If
+    capture fails, it says so in one line and stays eager."""
+
+    WARMUP = 3
+
+    def __init__(self, step, generators):
+        self.step, self.generators = step, generators
+        self.graphs, self.calls, self.failed = {}, collections.Counter(), False
+
+    def __call__(self, index, key):
+        kind = (key, tuple(index.shape))
+        self.calls[kind] += 1
+        if self.failed:
+            return self.step(index, key)
+        if kind not in self.graphs and self.calls[kind] <= self.WARMUP:
+            return on_side_stream(self.step, index, key)
+        if kind not in self.graphs:
+            try:
+                self.graphs[kind] = self.capture(index, key)
+            except (RuntimeError, AttributeError) as error:  # AttributeError: a torch without generator registration
+                self.failed = True
+                print(f"CUDA graph capture failed, training eagerly: {str(error).splitlines()[0]}")
+                torch.cuda.synchronize()
+                return self.step(index, key)
+        graph, static_index = self.graphs[kind]
+        static_index.copy_(index)
+        graph.replay()
+
+    def capture(self, index, key):
+        """(graph, its static index) of step(index, key); the graph's memory pool is its own."""
+        graph, static_index = torch.cuda.CUDAGraph(), index.clone()
+        for generator in self.generators:
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph):
+            self.step(static_index, key)
+        return graph, static_index

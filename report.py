@@ -21,7 +21,7 @@ import sys
 
 import utils
 from files import ROOT, atomic_write, read_csv, read_json
-from studies import batch_size, seeds, shift
+from studies import adabn, batch_size, seeds, shift
 
 DOCUMENTS = ("README.md", "studies/README.md", "benchmarks/README.md")
 IMAGES = os.path.join(ROOT, "Images")
@@ -34,11 +34,12 @@ def notebook_tables(folder):
                                               timing["notebook_seconds"])}
 
 
-STUDIES = (seeds, batch_size, shift)
+STUDIES = (seeds, batch_size, shift, adabn)
 MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name in study.TABLE_NAMES},
           "Images/notebook/results.md": "make run",
           "benchmarks/speed.txt": "python -m benchmarks.speed > benchmarks/speed.txt",
           "benchmarks/l1_sweep.txt": "python -m benchmarks.l1_sweep > benchmarks/l1_sweep.txt",
+          "benchmarks/inference.txt": "python -m benchmarks.inference > benchmarks/inference.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
 
 

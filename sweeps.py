@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import data as mnist
+import grouped
 import utils
 from config import RunConfig, resolve_device
 from files import device_name, process_alive
@@ -62,13 +63,14 @@ def run_path(results_dir, config, key):
     return os.path.join(results_dir, f"{config.norm}-seed{config.seed}-{key}.pt")
 
 
-def save_run(path, key, config, model, history, device):
-    """Write one finished run atomically (a temporary file, then a rename)."""
+def save_run(path, key, config, model, history, device, grouped=1):
+    """Write one finished run atomically (a temporary file, then a rename); grouped: how many runs
+    trained with it as one network (grouped.train_group)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     record = {"key": key, "config": dataclasses.asdict(config), "history": history, "state_dict": state,
               "sha256": state_digest(state),
               "info": {"device": device_name(device), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                       "training_version": utils.TRAINING_VERSION, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+                       "training_version": utils.TRAINING_VERSION, "grouped": grouped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
@@ -161,21 +163,61 @@ def _exit_when_orphaned(parent):
     os._exit(1)
 
 
-def _train_one(config_fields, key, path):
-    """Train one run in this worker and save it; returns its key."""
-    config = RunConfig(**config_fields)
+def _worker_data(config):
     tensors = _WORKER["tensors"]
     if _WORKER["from_root"]:
         tensors = mnist.select(tensors, config.train_limit, config.test_limit, config.validation)
-    model, history = utils.train(config, tensors, _WORKER["device"], progress=False,
+    return tensors
+
+
+def _train_one(config_fields, key, path):
+    """Train one run in this worker and save it; returns its key."""
+    config = RunConfig(**config_fields)
+    model, history = utils.train(config, _worker_data(config), _WORKER["device"], progress=False,
                                  on_epoch=lambda epoch, history: _WORKER["progress"].put(1))
     save_run(path, key, config, model, history, _WORKER["device"])
-    return key
+    return []
+
+
+def _train_group(group):
+    """Train runs alike but for their seeds, [(config fields, key, path)], as one grouped network in
+    this worker (grouped.train_group) and save each; returns the failures, one line each."""
+    configs = [RunConfig(**fields) for fields, _, _ in group]
+    results = grouped.train_group(configs, _worker_data(configs[0]), _WORKER["device"],
+                                  on_epoch=lambda run, epoch, history: _WORKER["progress"].put(1))
+    failures = []
+    for config, (_, key, path), result in zip(configs, group, results):
+        if isinstance(result, Exception):
+            failures.append(f"{config.label}, seed {config.seed}: {type(result).__name__}: {result}")
+        else:
+            save_run(path, key, config, *result, _WORKER["device"], grouped=len(group))
+    return failures
 
 
 def cores():
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def default_workers(device, runs):
+    """8 processes sharing a GPU; on a CPU one per run while there are at most twice as many runs as
+    cores (3 runs on 2 cores share them and end together, where 2 workers would leave one core idle
+    while the third run trains), else one per core. Each CPU worker then runs one thread."""
+    if device.type == "cuda":
+        return 8
+    return runs if runs <= 2 * cores() else cores()
+
+
+GROUP = 20  # on a GPU, runs alike but for their seeds train as one network, up to this many
+
+
+def groups(todo, paths):
+    """[[(config fields, key, path)]]: the runs of `todo` ({key: config}) alike but for their seeds,
+    in groups of up to GROUP, in the order of their first run."""
+    alike = {}
+    for key, config in todo.items():
+        alike.setdefault(dataclasses.replace(config, seed=0), []).append((dataclasses.asdict(config), key, paths[key]))
+    return [runs[i:i + GROUP] for runs in alike.values() for i in range(0, len(runs), GROUP)]
 
 
 LAST_SWEEP = {"runs": 0, "trained": 0}  # what the latest sweep() in this process did
@@ -188,8 +230,8 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     runs: dicts of RunConfig fields, e.g. [dict(norm="B", seed=1), dict(norm="L", seed=1)]; common:
     those shared by all, and device, root (MNIST's folder) or data (four tensors, as
     data.load_tensors returns). Finished runs are saved under results_dir: a second call loads
-    them, an interrupted one loses only the runs in flight. workers: processes (default: one per
-    core on a CPU, 8 on a GPU, at most one per run); threads: per worker (default cores // workers).
+    them, an interrupted one loses only the runs in flight. workers: processes (default_workers(),
+    at most one per run); threads: per worker (default cores // workers, at least 1).
     From a script, call it under `if __name__ == "__main__":` (the workers import the script)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing the script
         raise RuntimeError("sweeps.sweep was called while a worker process imported your script: put the call "
@@ -213,11 +255,13 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     todo = {key: config for config, key in zip(configs, keys) if records[key] is None}
     LAST_SWEEP.update(runs=len(keys), trained=len(todo))
     if todo:
-        workers = min(workers or (8 if device.type == "cuda" else cores()), len(todo))
+        tasks = (groups(todo, paths) if device.type == "cuda" else  # alike but for their seeds: one network
+                 [[(dataclasses.asdict(config), key, paths[key])] for key, config in todo.items()])
+        workers = min(workers or default_workers(device, len(tasks)), len(tasks))
         threads = threads or max(1, cores() // workers)
         print(f"sweep: {len(keys) - len(todo)} of {len(keys)} runs loaded from {results_dir}/; training "
               f"{len(todo)} on {device} with {workers} worker(s) x {threads} thread(s)")
-        _train_all(todo, paths, workers, threads, progress, root, data, device)
+        _train_all(tasks, workers, threads, progress, root, data, device)
         records.update({key: load_run(paths[key], key, config) for key, config in todo.items()})
         missing = [paths[key] for key in todo if records[key] is None]
         if missing:
@@ -229,19 +273,19 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     return [records[key]["history"] for key in keys]
 
 
-def _train_all(todo, paths, workers, threads, progress, root, data, device):
-    """Train the runs in `todo` ({key: config}) in `workers` processes; raise after all have
-    ended if any failed (the finished ones are saved)."""
+def _train_all(tasks, workers, threads, progress, root, data, device):
+    """Train `tasks` (lists of (config fields, key, path): one run each on a CPU, a group on a GPU)
+    in `workers` processes; raise after all have ended if any failed (the finished ones are saved)."""
     context = multiprocessing.get_context("spawn")
     epochs = context.Queue()
-    bar = tqdm(total=sum(c.epochs for c in todo.values()), unit="epoch", disable=not progress,
-               desc=f"sweep of {len(todo)} runs")
+    bar = tqdm(total=sum(fields["epochs"] for task in tasks for fields, _, _ in task), unit="epoch",
+               disable=not progress, desc=f"sweep of {sum(map(len, tasks))} runs")
     pool = futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                        initargs=(os.getpid(), root, data, str(device), threads, epochs))
     failures = []
     try:
-        pending = {pool.submit(_train_one, dataclasses.asdict(config), key, paths[key]): config
-                   for key, config in todo.items()}
+        pending = {pool.submit(_train_group, task) if device.type == "cuda" else pool.submit(_train_one, *task[0]): task
+                   for task in tasks}
         while pending:
             done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
             while True:
@@ -250,14 +294,17 @@ def _train_all(todo, paths, workers, threads, progress, root, data, device):
                 except queue.Empty:
                     break
             for future in done:
-                config = pending.pop(future)
+                task = pending.pop(future)
                 error = future.exception()
                 if isinstance(error, futures.process.BrokenProcessPool):
                     raise RuntimeError("sweep: a worker process died (its error, if any, is above). From a script, call "
                                        "sweeps.sweep under `if __name__ == \"__main__\":`; otherwise it ran out of "
                                        "memory or was killed. Finished runs are saved") from None
                 if error is not None:
-                    failures.append(f"{config.label}, seed {config.seed}: {type(error).__name__}: {error}")
+                    failures += [f"{RunConfig(**fields).label}, seed {fields['seed']}: {type(error).__name__}: {error}"
+                                 for fields, _, _ in task]
+                else:
+                    failures += future.result()
     except BaseException:
         # Interrupted: stop the workers now rather than let them finish (3.14 has terminate_workers)
         for process in list(getattr(pool, "_processes", {}).values()):
@@ -268,5 +315,5 @@ def _train_all(todo, paths, workers, threads, progress, root, data, device):
         bar.close()
     pool.shutdown()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (finished runs are saved in "
-                           f"{os.path.dirname(next(iter(paths.values())))}/):\n  " + "\n  ".join(failures))
+        raise RuntimeError(f"{len(failures)} of {sum(map(len, tasks))} runs failed (finished runs are saved in "
+                           f"{os.path.dirname(tasks[0][0][2])}/):\n  " + "\n  ".join(failures))

@@ -177,6 +177,12 @@ def learning_failure(history, epoch, steps):
     return None
 
 
+def diverged(config, failure):
+    """The TrainingDiverged of a run of `config` that learns nothing, saying why (`failure`) and what to do."""
+    return TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and nothing "
+                            f"of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
+
+
 def train(config, data, device, progress=True, on_epoch=None):
     """Train one RunConfig on data = (train_x, train_y, test_x, test_y), already on `device`;
     returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
@@ -201,8 +207,7 @@ def train(config, data, device, progress=True, on_epoch=None):
         failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
                    f"{steps_per_epoch}" if bad_step >= 0 else learning_failure(history, epoch, epoch * steps_per_epoch))
         if failure:
-            raise TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and "
-                                   f"nothing of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
+            raise diverged(config, failure)
         if progress:
             bar.write(epoch_line(config, history, epoch))
         if on_epoch:

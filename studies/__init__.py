@@ -1,1 +1,1 @@
-"""The studies behind the README's tables: each script is one command that trains through utils.sweep."""
+"""The studies behind the README's tables: each script is one command that trains through sweeps.sweep."""

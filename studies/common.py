@@ -57,9 +57,8 @@ def sweep(runs, args):
     info = run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
                     seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
                     mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
-                    command=shlex.join([sys.argv[0] if sys.argv[0].startswith("-") else
-                                        f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')}",
-                                        *sys.argv[1:]]))
+                    command=f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')} "
+                            + shlex.join(sys.argv[1:]))
     info["recipe"] = recipe(args)
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, info

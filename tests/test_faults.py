@@ -103,7 +103,7 @@ def test_publish_folder_replaces_a_set_whole_and_recovers_an_interrupted_swap(tm
     assert os.path.dirname(staging) == str(tmp_path)
     (open(os.path.join(staging, "b.txt"), "w")).write("new")
     files.publish_folder(staging, str(final))
-    assert sorted(os.listdir(final)) == ["b.txt"] and sorted(os.listdir(tmp_path)) == [dead, alive, "set"]
+    assert sorted(os.listdir(final)) == ["b.txt"] and set(os.listdir(tmp_path)) == {dead, alive, "set"}
     files.staging_folder(str(final))
     assert dead not in os.listdir(tmp_path) and alive in os.listdir(tmp_path)
 
@@ -308,3 +308,41 @@ def test_a_run_stuck_at_chance_raises_and_is_not_kept(tmp_path):
         sweeps.sweep([dict(norm="B")], epochs=2, train_limit=2000, max_lr=10.0, results_dir=str(tmp_path),
                      root=os.path.join(ROOT, "data"), device="cpu", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_notebook_parameter_of_the_wrong_kind_or_a_folder_of_other_files_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"SEEDS='\[2\]' must be a list of whole numbers.*-y"):
+        utils.check_notebook_parameters("[2]", str(tmp_path / "new"))
+    (tmp_path / "seeds.csv").write_text("norm,seed\n")
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds files that the notebook did not write \(seeds.csv\)"):
+        utils.check_notebook_parameters([1], str(tmp_path))
+    os.remove(tmp_path / "seeds.csv")
+    utils.check_notebook_parameters([1, 2], str(tmp_path))  # only the notebook's own files: it may replace them
+
+
+def test_a_malformed_or_non_finite_results_file_is_named_with_the_command_that_makes_it(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"B": {"final": 99.5,')
+    with pytest.raises(ValueError, match=rf"{path}: .*`python -m studies.seeds` writes it anew"):
+        files.read_json(str(path), "python -m studies.seeds")
+    path.write_text('{"B": Infinity}')
+    with pytest.raises(ValueError, match="Infinity is not a finite number"):
+        files.read_json(str(path))
+    table = tmp_path / "t.csv"
+    table.write_text("norm,seed,test_accuracy\nB,1,99.5\nB,2,nan\n")
+    with pytest.raises(ValueError, match=rf"{table}, line 3, column test_accuracy: 'nan' is not a finite number"):
+        files.read_csv(str(table))
+    with pytest.raises(ValueError, match="strict JSON|Out of range float"):
+        files.write_json(str(tmp_path / "out.json"), {"x": float("nan")})
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_second_holder_of_a_lock_is_told_who_holds_it(tmp_path):
+    lock = str(tmp_path / ".lock")
+    with files.exclusive(lock, "`make run`"):
+        holder = subprocess.run([sys.executable, "-c", f"import files\nwith files.exclusive({lock!r}, '`make run`'): pass"],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert f"another `make run` is in progress (pid {os.getpid()})" in holder.stderr
+    with files.exclusive(lock, "`make run`"):  # released: free again
+        pass

@@ -7,8 +7,9 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bottom first; a module may import the ones before it only
-LAYERS = ["model", "files", "config", "data", "cuda_graph", "utils", "sweeps", "studies.stats", "studies.common",
-          "studies.seeds", "studies.batch_size", "studies.shift", "benchmarks.speed", "benchmarks.l1_sweep",
+LAYERS = ["model", "files", "config", "data", "cuda_graph", "utils", "grouped", "sweeps", "studies.stats", "studies.common",
+          "studies.seeds", "studies.batch_size", "studies.shift", "studies.adabn", "benchmarks.speed", "benchmarks.l1_sweep",
+          "benchmarks.gpu", "benchmarks.inference",
           "report", "run_notebook"]
 
 

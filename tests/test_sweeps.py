@@ -237,3 +237,26 @@ def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
     while time.time() < deadline and members():
         time.sleep(0.2)
     assert members() == [], "workers kept training after their sweep died"
+
+
+def test_on_a_gpu_runs_alike_but_for_their_seeds_train_as_one_network_and_are_saved_as_runs(tmp_path, data, monkeypatch):
+    """The GPU's path (sweeps.groups, then _train_group in a worker), run here on the CPU in this process."""
+    configs = [utils.RunConfig(norm=n, seed=s, epochs=1) for n in "BG" for s in (1, 2, 3)] + [
+        utils.RunConfig(norm="B", seed=1, epochs=1, max_lr=0.02)]
+    todo = {f"{i:020x}": c for i, c in enumerate(configs)}
+    paths = {key: sweeps.run_path(str(tmp_path), c, key) for key, c in todo.items()}
+    monkeypatch.setattr(sweeps, "GROUP", 2)
+    tasks = sweeps.groups(todo, paths)
+    assert [[f["norm"] + str(f["seed"]) for f, _, _ in task] for task in tasks] == [["B1", "B2"], ["B3"], ["G1", "G2"],
+                                                                                    ["G3"], ["B1"]]
+    monkeypatch.setitem(sweeps._WORKER, "tensors", data)
+    monkeypatch.setitem(sweeps._WORKER, "from_root", False)
+    monkeypatch.setitem(sweeps._WORKER, "device", torch.device("cpu"))
+    monkeypatch.setitem(sweeps._WORKER, "progress", type("Queue", (), {"put": lambda self, n: None})())
+    assert sweeps._train_group(tasks[2]) == []
+    for fields, key, path in tasks[2]:
+        config = utils.RunConfig(**fields)
+        record = sweeps.load_run(path, key, config)
+        assert record is not None and record["info"]["grouped"] == 2
+        alone = utils.run(data=data, device="cpu", progress=False, **fields)[1]
+        assert record["history"]["train_loss"] == pytest.approx(alone["train_loss"], rel=1e-5)

@@ -1,0 +1,237 @@
+"""The GPU figures in one prepared call of a few minutes (benchmarks/gpu.sh runs it).
+
+    python -m benchmarks.gpu --out gpu_results     # on a GPU, with MNIST already in data/
+    python -m benchmarks.gpu --dry-run             # the same logic on the CPU, tiny sizes, in seconds
+    python -m benchmarks.gpu --step-times B        # training steps here: M runs apart against grouped
+
+Three steps, each cut at its deadline (a share of --budget seconds, plus what earlier steps left):
+1. one epoch per variant: eager (utils.train, cuda_graph=False), forward+backward in a CUDA graph
+   (utils.train), the whole step in a CUDA graph (grouped.train_group of one run), and 20 runs as
+   one grouped network (train_group of 20 seeds): each the second of 2 epochs, augmented;
+2. the notebook's three variants (seed 1, 20 epochs), by whichever of the two graph paths was faster;
+3. 3 norms x 20 seeds x 20 epochs as three grouped runs of 20: their times, the time until the mean
+   over the seeds first reaches 99.5% test accuracy, and the 20-seed means beside the committed
+   CPU means (Images/summary.json, Images/history.csv).
+Every line goes to <out>/speed_gpu.txt as soon as it is known, so a cut or killed run keeps what it
+measured; the 60 runs' histories go to <out>/seeds/ (history.csv, summary.json).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import data as mnist
+import grouped
+import utils
+from config import RunConfig, resolve_device
+from files import ROOT, atomic_write, device_name, read_json, run_info, short_commit
+from model import NORMS, count_parameters
+
+SHARES = {"epochs": 0.25, "notebook": 0.15, "seeds": 0.55}  # of the budget; the rest is margin
+TARGET = 99.5  # % test accuracy, mean over the seeds
+FULL = dict(seeds=20, epochs=20, settings={})
+TINY = dict(seeds=3, epochs=2, settings=dict(batch_size=32, eval_batch_size=32))  # --dry-run
+
+
+class OutOfTime(Exception):
+    """A step's deadline passed (checked after each epoch)."""
+
+
+def stop_at(deadline):
+    """An on_epoch callback (for utils.train or grouped.train_group) that raises OutOfTime after `deadline`."""
+    def check(*_):
+        if time.perf_counter() > deadline:
+            raise OutOfTime
+    return check
+
+
+def tiny_data(n_train=64, n_test=32):
+    """Random images whose label is a bright patch's position, as the tests' make_tiny_data."""
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=generator)
+    x = torch.randn(n_train + n_test, 1, 28, 28, generator=generator) * 0.3
+    for i, label in enumerate(y.tolist()):
+        x[i, 0, 2 + 2 * label:6 + 2 * label, 10:18] += 2.0
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def epoch_seconds(kind, norm, data, device, sizes, deadline):
+    """Seconds of the second of 2 augmented epochs of `kind`, for the whole group where it is grouped."""
+    configs = [RunConfig(norm=norm, seed=seed, epochs=2, clean_epochs=0, cuda_graph=kind != "eager", **sizes["settings"])
+               for seed in range(1, (sizes["seeds"] if kind == "grouped" else 1) + 1)]
+    if kind in ("eager", "graph"):
+        return utils.train(configs[0], data, device, progress=False, on_epoch=stop_at(deadline))[1]["seconds"][1]
+    return grouped.train_group(configs, data, device, on_epoch=stop_at(deadline))[0][1]["seconds"][1]
+
+
+def train_seeds(norm, data, device, sizes, deadline):
+    """{seed: history} of the variant's seeds as one grouped run, as far as it got by `deadline`."""
+    configs = [RunConfig(norm=norm, seed=seed, epochs=sizes["epochs"], **sizes["settings"])
+               for seed in range(1, sizes["seeds"] + 1)]
+    histories, check, epochs = {}, stop_at(deadline), set()
+
+    def keep(run, epoch, history):  # cut only where all the runs are known and hold the same epochs
+        histories[configs[run].seed] = history
+        if epoch not in epochs and epoch > 1:
+            check()
+        epochs.add(epoch)
+
+    try:
+        results = grouped.train_group(configs, data, device, on_epoch=keep)
+    except OutOfTime:
+        return histories
+    return {config.seed: result[1] for config, result in zip(configs, results) if isinstance(result, tuple)}
+
+
+def first_reaching(by_seed, target=TARGET):
+    """(epoch, seconds to the end of it) where the mean test accuracy over the seeds first reaches
+    `target`, the seconds as a run's history counts them; None if it never does."""
+    accuracy = np.mean([h["test_accuracy"] for h in by_seed.values()], axis=0)
+    reached = np.flatnonzero(accuracy >= target)
+    if not len(reached):
+        return None
+    return int(reached[0]) + 1, float(np.mean([sum(h["seconds"][:reached[0] + 1]) for h in by_seed.values()]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="gpu_results", help="folder for speed_gpu.txt and the runs' histories")
+    parser.add_argument("--budget", type=float, default=450, help="seconds for all the steps together")
+    parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes: checks the logic only")
+    parser.add_argument("--step-times", metavar="NORM", help="seconds per step of that norm here, apart against grouped")
+    args = parser.parse_args(argv)
+    if args.step_times:
+        return step_times(resolve_device(None), args.step_times)
+    device = torch.device("cpu") if args.dry_run else resolve_device(None)
+    if device.type != "cuda" and not args.dry_run:
+        parser.error("no CUDA GPU here: --dry-run runs the same logic on the CPU with tiny sizes")
+    sizes = TINY if args.dry_run else FULL
+    start = time.perf_counter()
+    deadlines = start + args.budget * np.cumsum(list(SHARES.values()))  # when each step must end
+    os.makedirs(args.out, exist_ok=True)
+    path, lines = os.path.join(args.out, "speed_gpu.txt"), []
+
+    def emit(line):
+        print(line, flush=True)
+        lines.append(line)
+        atomic_write(path, "\n".join(lines) + "\n")
+
+    info = run_info(device, budget=args.budget, dry_run=args.dry_run)
+    data = tiny_data() if args.dry_run else mnist.load_tensors(os.path.join(ROOT, "data"), device)
+    emit(f"# Output of: python -m benchmarks.gpu {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+         + f"   ({time.strftime('%Y-%m-%d')}; each step cut at its share of {args.budget:g} s)")
+    emit(f"GPU: {info['device']}, torch {info['torch']}; code at commit {short_commit(info['git_commit'])}")
+    seconds = one_epochs(emit, data, device, sizes, start, deadlines[0])
+    notebook_variants(emit, data, device, sizes, seconds, deadlines[1])
+    histories = seeds_grouped(emit, data, device, sizes, deadlines[2])
+    if histories:
+        configs = {n: RunConfig(norm=n, epochs=sizes["epochs"], **sizes["settings"]) for n in histories}
+        utils.save_results(histories, configs, {n: count_parameters(c.net()) for n, c in configs.items()},
+                           os.path.join(args.out, "seeds"), info)
+    emit(f"# done in {time.perf_counter() - start:.0f} s; written to {path}")
+    return 0
+
+
+def failed(error):
+    return "cut at its deadline" if isinstance(error, OutOfTime) else f"{type(error).__name__} {error}"
+
+
+def one_epochs(emit, data, device, sizes, start, deadline):
+    """Step 1: {(norm, kind): seconds of one epoch}, and a line per variant."""
+    kinds = {"eager": "eager", "graph": "forward+backward graph", "whole": "whole-step graph",
+             "grouped": f"{sizes['seeds']} runs grouped"}
+    seconds = {}
+    for number, (norm, kind) in enumerate((n, k) for n in NORMS for k in kinds):
+        part = start + (deadline - start) * (number + 1) / (len(NORMS) * len(kinds))
+        try:  # a rare, one-shot call: a step that fails says so and leaves the others their time
+            seconds[norm, kind] = epoch_seconds(kind, norm, data, device, sizes, part)
+        except Exception as error:  # noqa: BLE001
+            emit(f"{norm}: {kinds[kind]}: {failed(error)}")
+    for norm in NORMS:
+        eager = seconds.get((norm, "eager"))
+        parts = [f"{kinds[k]} {seconds[norm, k]:.3f} s" + (f" ({eager / seconds[norm, k]:.1f}x eager)"
+                                                             if eager and k != "eager" else "")
+                 for k in kinds if (norm, k) in seconds]
+        if (norm, "grouped") in seconds:
+            parts.append(f"{seconds[norm, 'grouped'] / sizes['seeds']:.3f} s per run")
+        if parts:
+            emit(f"{norm}: one epoch " + ", ".join(parts))
+    return seconds
+
+
+def notebook_variants(emit, data, device, sizes, seconds, deadline):
+    """Step 2: the notebook's runs (seed 1 of each variant) by the faster graph path of step 1."""
+    notebook, total = read_json(os.path.join(ROOT, "Images", "notebook", "summary.json")), 0.0
+    for norm in NORMS:
+        whole = seconds.get((norm, "whole"), 0) <= seconds.get((norm, "graph"), float("inf"))
+        config = RunConfig(norm=norm, epochs=sizes["epochs"], **sizes["settings"])
+        began = time.perf_counter()
+        try:
+            history = (grouped.train_group([config], data, device, on_epoch=stop_at(deadline))[0] if whole else
+                       utils.train(config, data, device, progress=False, on_epoch=stop_at(deadline)))[1]
+        except Exception as error:  # noqa: BLE001 - as in one_epochs
+            emit(f"notebook {norm}: {failed(error)} after {time.perf_counter() - began:.1f} s")
+            continue
+        total += time.perf_counter() - began
+        emit(f"notebook {norm} (seed 1, {config.epochs} epochs, {'whole-step' if whole else 'forward+backward'} "
+             f"graph): {time.perf_counter() - began:.1f} s, final test accuracy {history['test_accuracy'][-1]:.2f}% "
+             f"(CPU, committed: {notebook[norm]['final_test_accuracy']:.2f}%)")
+    emit(f"notebook's three variants: {total:.1f} s of training in all")
+
+
+def seeds_grouped(emit, data, device, sizes, deadline):
+    """Step 3: each variant's seeds as one grouped run, against the committed CPU results; returns
+    {norm: {seed: history}} of the variants that finished."""
+    cpu_summary = read_json(os.path.join(ROOT, "Images", "summary.json"))
+    cpu_histories = utils.load_histories(os.path.join(ROOT, "Images", "history.csv"))
+    finished, began_all = {}, time.perf_counter()
+    for number, norm in enumerate(NORMS):
+        began = time.perf_counter()
+        try:
+            by_seed = train_seeds(norm, data, device, sizes, began_all + (deadline - began_all) * (number + 1) / len(NORMS))
+        except Exception as error:  # noqa: BLE001 - as in one_epochs
+            emit(f"{norm}: {sizes['seeds']} seeds grouped: {failed(error)}")
+            continue
+        epochs = min((len(h["test_accuracy"]) for h in by_seed.values()), default=0)
+        if not epochs:
+            emit(f"{norm}: {sizes['seeds']} seeds grouped: no epoch finished")
+            continue
+        if len(by_seed) == sizes["seeds"] and epochs == sizes["epochs"]:
+            finished[norm] = by_seed
+        accuracy = [h["test_accuracy"][epochs - 1] for h in by_seed.values()]
+        reached, cpu_reached, cpu = first_reaching(by_seed), first_reaching(cpu_histories[norm]), cpu_summary[norm]
+        emit(f"{norm}: {len(by_seed)} seeds x {epochs} epochs grouped" + (" (cut at its deadline)" if epochs <
+             sizes["epochs"] else "") + f": {time.perf_counter() - began:.1f} s; mean over seeds first >= {TARGET}% "
+             + (f"after epoch {reached[0]}, {reached[1]:.1f} s of the group's" if reached else "never")
+             + " (CPU: " + (f"epoch {cpu_reached[0]}, {cpu_reached[1]:.0f} s per run" if cpu_reached else "never")
+             + f"); final test accuracy {np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=len(accuracy) > 1):.3f}% "
+             f"(CPU, committed, {len(cpu['seeds'])} seeds: {cpu['final_test_accuracy']:.3f} ± "
+             f"{cpu['final_test_accuracy_std']:.3f}%; difference {np.mean(accuracy) - cpu['final_test_accuracy']:+.3f} points)")
+    emit(f"{len(NORMS)} norms x {sizes['seeds']} seeds x {sizes['epochs']} epochs: {time.perf_counter() - began_all:.1f} s")
+    return finished
+
+
+def step_times(device, norm="B", train_images=640, test_images=128):
+    """Seconds per training step of batch 128 (one augmented epoch of train_images / 128 steps, with
+    its test pass on test_images) of M runs apart (utils.train each) and as one grouped network,
+    for M = 3 and 20, on random data."""
+    x = torch.randn(train_images + test_images, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (train_images + test_images,), device=device)
+    data, steps = (x[:train_images], y[:train_images], x[train_images:], y[train_images:]), train_images // 128
+    print(f"{device_name(device)}, {torch.get_num_threads()} thread(s), torch {torch.__version__}: {norm}, seconds "
+          f"per step of batch 128 (augmented; an epoch of {steps} steps and a test pass on {test_images} images)")
+    for runs in (3, 20):
+        configs = [RunConfig(norm=norm, seed=seed, epochs=1, clean_epochs=0) for seed in range(1, runs + 1)]
+        apart = sum(utils.train(c, data, device, progress=False)[1]["seconds"][0] for c in configs)
+        together = grouped.train_group(configs, data, device)[0][1]["seconds"][0]
+        print(f"M={runs:2d}: {runs} runs apart {apart / steps:.3f} s, grouped {together / steps:.3f} s "
+              f"(grouped / apart {together / apart:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

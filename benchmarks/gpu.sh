@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU figures in one call of at most 8 minutes on an H100/H200 (benchmarks/gpu.py says what it
+# measures), from the repository's root:
+#
+#     bash benchmarks/gpu.sh [folder]     # results in folder (default gpu_results/, git-ignored)
+#
+# Needs python3 with torch, numpy, tqdm and torchvision, and MNIST's four raw files already in
+# data/MNIST/raw (no internet is needed). TIME_BUDGET (seconds, default 450) is shared among the
+# steps, each cut at its deadline; a timeout of TIME_BUDGET + 15 s stops the whole call. A copy of
+# the tree without its git names its commit with SOURCE_COMMIT=<hash> (files.run_info). DRY_RUN=1
+# runs gpu.py --dry-run instead (the CPU, tiny sizes: a check of the script, no figures).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu_results}
+BUDGET=${TIME_BUDGET:-450}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"  # where there is one
+if ! "$PYTHON" -c "import torch, numpy, tqdm, torchvision" 2>>"$OUT/gpu.txt"; then
+    echo "gpu.sh: $PYTHON lacks a package (see $OUT/gpu.txt); carry it, e.g. a wheel in PYTHONPATH" >&2
+    exit 1
+fi
+if [ -z "${DRY_RUN:-}" ] && [ "$(ls data/MNIST/raw/*-ubyte 2>/dev/null | wc -l)" -lt 4 ]; then
+    echo "gpu.sh: MNIST's four raw files are not in data/MNIST/raw (no download is tried here): copy them there" >&2
+    exit 1
+fi
+timeout "$((${BUDGET%.*} + 15))" "$PYTHON" -m benchmarks.gpu --out "$OUT" --budget "$BUDGET" ${DRY_RUN:+--dry-run} 2>&1 \
+    | tee "$OUT/gpu.log"
+status=${PIPESTATUS[0]}
+echo "gpu.sh: exit $status after ${SECONDS} s; results in $OUT/ (speed_gpu.txt, gpu.log, seeds/)"
+exit "$status"

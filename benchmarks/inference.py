@@ -1,0 +1,123 @@
+"""What each norm costs at inference, on the CPU: latency at batch 1 on one thread, throughput in bulk on all.
+
+    python -m benchmarks.inference > benchmarks/inference.txt
+    python -m benchmarks.inference --quick     # a few calls each: checks that it runs, times nothing
+
+Four networks, the committed trained ones (Net.pretrained; an untrained Net where one is missing):
+BatchNorm as trained, BatchNorm folded into the convolutions before it (Net.fused()), LayerNorm and
+GroupNorm. Each runs eager (under torch.inference_mode) and as TorchScript. The calls are timed in
+rounds that visit every network and form in turn, so that the drift of a shared machine falls on
+all of them alike; only figures from one invocation compare.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+from files import run_info, short_commit
+from model import Net
+
+NETWORKS = {"BatchNorm": ("B", False), "BatchNorm folded": ("B", True), "LayerNorm": ("L", False),
+            "GroupNorm": ("G", False)}
+WHY = ("# TorchScript (torch.jit.trace, then torch.jit.freeze), the first form tried: it still works on torch 2.14,\n"
+       "# which deprecates it (FutureWarning: use torch.compile or torch.export), builds in seconds and runs without\n"
+       "# Python (libtorch). Freezing folds BatchNorm into the convolutions by itself, so both BatchNorm rows run the\n"
+       "# same graph there. torch.compile also runs here, but builds every network and input shape with a C++\n"
+       "# compiler first; ONNX would need onnx and onnxruntime, which are not dependencies of this project.")
+
+
+def network(norm, fold):
+    try:
+        net = Net.pretrained(norm)
+    except FileNotFoundError:  # no committed weights (yet): the timing is the same
+        net = Net(norm).eval()
+    return net.fused() if fold else net
+
+
+def torchscript(net, example):
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation named in WHY
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # GroupNorm's size check, true at any batch
+        return torch.jit.freeze(torch.jit.trace(net, example))
+
+
+@torch.inference_mode()
+def measure(models, x, threads, rounds, calls, warmup):
+    """{name: [seconds of each call]} of every model (name -> callable) on x, on `threads` threads:
+    `warmup` calls each first, then `rounds` rounds of `calls` calls of every model in turn."""
+    torch.set_num_threads(threads)
+    for model in models.values():
+        for _ in range(warmup):
+            model(x)
+    seconds = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                model(x)
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def spread(values):
+    """(median, 10th percentile, 90th percentile)."""
+    deciles = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
+    return statistics.median(values), deciles[0], deciles[-1]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few calls each (a check that it runs)")
+    args = parser.parse_args(argv)
+    # (rounds, calls per round, warm-up calls) at batch 1 and in bulk
+    single, bulk = ((2, 5, 3), (1, 2, 1)) if args.quick else ((20, 500, 500), (10, 10, 10))
+    bulk_size, threads = 100 if args.quick else 1000, os.cpu_count()
+    info = run_info("cpu")
+    generator = torch.Generator().manual_seed(0)
+    x1, x_bulk = torch.randn(1, 1, 28, 28, generator=generator), torch.randn(bulk_size, 1, 28, 28, generator=generator)
+    eager = {name: network(*flags) for name, flags in NETWORKS.items()}
+    start = time.perf_counter()
+    scripted = {name: torchscript(net, x1) for name, net in eager.items()}
+    build = (time.perf_counter() - start) / len(scripted)
+    with torch.inference_mode():  # every form of a network computes the same
+        x = x_bulk[:100]
+        assert torch.allclose(eager["BatchNorm folded"](x), eager["BatchNorm"](x), atol=1e-4)
+        assert all(torch.allclose(scripted[n](x), net(x), atol=1e-4) for n, net in eager.items())
+    models = {**{(n, "eager"): m for n, m in eager.items()}, **{(n, "TorchScript"): m for n, m in scripted.items()}}
+    previous = torch.get_num_threads()
+    latency, throughput = measure(models, x1, 1, *single), measure(models, x_bulk, threads, *bulk)
+    torch.set_num_threads(previous)
+    print(f"# python -m benchmarks.inference {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(f"# {info['device']}, torch {info['torch']}; code at commit {short_commit(info['git_commit'])}")
+    print(WHY)
+    print(f"# latency: batch 1, 1 thread, µs per call: median (10th-90th percentile) of {single[0] * single[1]} "
+          f"calls after {single[2]} warm-up calls\n# throughput: batch {bulk_size:,}, {threads} threads, images/s "
+          f"from the median of {bulk[0] * bulk[1]} calls; TorchScript built in {build:.1f} s per network")
+    print(f"{'':17s} {'latency, eager':>24s} {'latency, TorchScript':>24s} {'images/s, eager':>16s} "
+          f"{'images/s, TorchScript':>22s}")
+    summary = {}
+    for name in NETWORKS:
+        cells, row = [], []
+        for form in ("eager", "TorchScript"):
+            median, low, high = (1e6 * v for v in spread(latency[(name, form)]))
+            rate = bulk_size / statistics.median(throughput[(name, form)])
+            summary[(name, form)] = median, rate
+            cells.append(f"{median:.0f} ({low:.0f}-{high:.0f})")
+            row.append(f"{rate:,.0f}")
+        print(f"{name:17s} {cells[0]:>24s} {cells[1]:>24s} {row[0]:>16s} {row[1]:>22s}")
+
+    def ratio(form, other, i):  # folded BatchNorm's median latency (i=0) or throughput (i=1) over other's
+        return f"{summary[('BatchNorm folded', form)][i] / summary[(other, form)][i]:.2f}x"
+
+    print("folded BatchNorm / LayerNorm, / GroupNorm: " + "; ".join(
+        f"{form} latency {ratio(form, 'LayerNorm', 0)}, {ratio(form, 'GroupNorm', 0)}, throughput "
+        f"{ratio(form, 'LayerNorm', 1)}, {ratio(form, 'GroupNorm', 1)}" for form in ("eager", "TorchScript")))
+
+
+if __name__ == "__main__":
+    main()

@@ -45,6 +45,7 @@ studies: $(VENV)/.run-installed
 	$(PY) -m studies.seeds
 	$(PY) -m studies.batch_size
 	$(PY) -m studies.shift
+	$(PY) -m studies.adabn
 	$(PY) report.py
 
 benchmark: $(VENV)/.run-installed

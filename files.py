@@ -29,7 +29,8 @@ def atomic_write(path, data):
     """Write bytes or str to `path` via a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    # .<name>.<pid>.<random>.tmp: whose it is, so that a clean-up can tell an orphan (its process gone)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -57,9 +58,12 @@ def read_json(path, maker=None):
     def refuse(constant):
         raise ValueError(f"{constant} is not a finite number")
 
+    def finite(text):  # 1e999 parses as inf
+        return float(text) if math.isfinite(float(text)) else refuse(text)
+
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f, parse_constant=refuse)
+            return json.load(f, parse_constant=refuse, parse_float=finite)
     except ValueError as error:
         raise ValueError(f"{path}: {error}; {remedy(maker)}") from None
 
@@ -199,39 +203,46 @@ def exclusive(path, what):
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold back SIGINT and SIGTERM until the block is done, so that its few renames happen together."""
+    """Hold back SIGINT and SIGTERM until the block is done, so that its few renames happen together;
+    yields the list of the signals that came meanwhile, for the caller to act on after."""
     caught = []
     previous = {s: signal.signal(s, lambda number, frame: caught.append(number)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield caught
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 # ---------------------------------------------------------------------------------------
 # Provenance: what produced a set of results
 # ---------------------------------------------------------------------------------------
 
-def run_info(device, **parameters):
-    """What produced a set of results: its parameters, the commit, library versions and the machine."""
-    import torchvision  # only for its version; importing it costs a second
-
+def git_commit():
+    """HEAD's commit, marked when .py files have uncommitted changes; SOURCE_COMMIT names it for a copy
+    of the tree whose own git is missing or stale (a lent machine's)."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    given = os.environ.get("SOURCE_COMMIT")  # a copy of the tree whose own git is missing or stale
-    commit = f"{given} (given by SOURCE_COMMIT, not checked)" if given else git("rev-parse", "HEAD") or "unknown"
-    if not given and git("status", "--porcelain", "--", "*.py"):
-        commit += " (with uncommitted changes to .py files)"
+    given = os.environ.get("SOURCE_COMMIT")
+    if given:
+        return f"{given} (given by SOURCE_COMMIT, not checked)"
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + (" (with uncommitted changes to .py files)" if git("status", "--porcelain", "--", "*.py") else "")
+
+
+def run_info(device, **parameters):
+    """What produced a set of results: its parameters, the commit, library versions and the machine."""
+    import torchvision  # only for its version; importing it costs a second
+
+    commit = git_commit()
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     return {"parameters": parameters, "git_commit": commit, "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "python": platform.python_version(),
-            "device": device_name(torch.device(device)), "threads": torch.get_num_threads()}
+            "device": device_name(device), "threads": torch.get_num_threads()}
 
 
 def short_commit(commit):

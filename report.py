@@ -43,17 +43,21 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
 
 
-def make_tables():
-    """{path of a table: its Markdown, made afresh from its results}; a study whose results do not
-    exist yet gives none. Raises ValueError naming a results file that cannot be used."""
-    makers = [("Images/tables", lambda study=study: study.tables(IMAGES)) for study in STUDIES]
-    makers.append(("Images/notebook", lambda: notebook_tables(os.path.join(IMAGES, "notebook"))))
+def make_tables(images=IMAGES):
+    """{path of a table: its Markdown, made afresh from its results in `images`}; a study whose main
+    results file does not exist yet gives none. Raises ValueError naming a results file that is
+    missing or cannot be used."""
     made = {}
-    for folder, make in makers:
-        try:
-            made.update({f"{folder}/{name}": text for name, text in make().items()})
-        except FileNotFoundError:
+    makers = [(study.RESULTS, "tables", study.tables, study.MAKER) for study in STUDIES]
+    makers.append(("notebook/summary.json", "notebook", lambda folder: notebook_tables(os.path.join(folder, "notebook")),
+                   "make run"))
+    for results, folder, make, maker in makers:
+        if not os.path.exists(os.path.join(images, results)):
             continue
+        try:
+            made.update({f"Images/{folder}/{name}": text for name, text in make(images).items()})
+        except FileNotFoundError as error:
+            raise ValueError(f"{error.filename} is missing: `{maker}` writes it") from None
     for pattern in ("Images/**/*.csv", "Images/**/*.json", "studies/*.csv", "studies/*.json"):
         for path in glob.glob(os.path.join(ROOT, pattern), recursive=True):
             (read_csv if path.endswith(".csv") else read_json)(path)  # finite numbers only, everywhere
@@ -78,13 +82,16 @@ def section(name, tables):
     """The text of one section: made from the code, a table, or a file spliced as it is."""
     if name in SECTIONS:
         return SECTIONS[name]()
-    if name not in tables and not os.path.exists(os.path.join(ROOT, name)):
-        return f"*Not run yet: `{MAKERS.get(name, 'python report.py')}` makes `{name}`.*\n"
-    if name in tables:
-        return tables[name]
-    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+    path, _, part = name.partition("#")  # PATH#last: the file's last line only
+    if path not in tables and not os.path.exists(os.path.join(ROOT, path)):
+        return f"*Not run yet: `{MAKERS.get(path, 'python report.py')}` makes `{path}`.*\n"
+    if path in tables:
+        return tables[path]
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         text = f.read()
-    return f"`{name}`:\n\n```\n{text.rstrip()}\n```\n" if name.endswith(".txt") else text
+    if part == "last":
+        return f"`{path}`, its last line: {text.rstrip().splitlines()[-1]}\n"
+    return f"`{path}`:\n\n```\n{text.rstrip()}\n```\n" if path.endswith(".txt") else text
 
 
 def render(text, tables):

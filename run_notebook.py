@@ -5,17 +5,20 @@
 
 One at a time: a second call while one runs says so and changes nothing (a lock on .make-run.lock,
 released however the first ends). The notebook runs with papermill into a fresh folder of its own;
-only when every cell has run, the executed notebook is cleaned and the README's sections are
-rendered from the new results, and then the three change together (S6_Normalization.ipynb,
-Images/notebook/ and README.md: three renames, with SIGINT and SIGTERM held back meanwhile). An
-interruption at any earlier point leaves the previous set as it was. papermill's injected
-parameters cell (where the results go, and any -p) is stripped from the published notebook.
+only when every cell has run, the executed notebook is cleaned and the READMEs are rendered from
+the new results, and then they change together (S6_Normalization.ipynb, Images/notebook/, the
+tables and the READMEs: a few renames, with SIGINT and SIGTERM held back meanwhile). An
+interruption at any earlier point leaves the previous set as it was; a bad results file stops it
+before anything trains. papermill's injected parameters cell (where the results go, and any -p)
+is stripped from the published notebook.
 """
 
 import argparse
 import ast
+import glob
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -46,6 +49,9 @@ def main(argv=None):
     try:
         with exclusive(os.path.join(ROOT, ".make-run.lock"), "`make run`"):
             check_replaceable(IMAGES, utils.NOTEBOOK_FILES, "the notebook")
+            for leftover in glob.glob(os.path.join(ROOT, ".make-run-*")):  # under the lock: an interrupted run's
+                shutil.rmtree(leftover, ignore_errors=True)
+            report.make_tables()  # a bad results file stops it here, before anything trains
             return run(parameters)
     except (RuntimeError, ValueError) as error:
         print(f"make run: {error}; nothing changed", file=sys.stderr)
@@ -54,20 +60,23 @@ def main(argv=None):
 
 def run(parameters):
     work = tempfile.mkdtemp(prefix=".make-run-", dir=ROOT)
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # so that `finally` removes it
     try:
         executed, images = os.path.join(work, report.NOTEBOOK), os.path.join(work, "notebook")
         papermill.execute_notebook(NOTEBOOK, executed, cwd=ROOT, progress_bar=False, kernel_name="python3",
                                    parameters={**parameters, "IMAGES_DIR": images})
         report.clean_notebook(executed)
-        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-            readme = report.render(f.read(), {**report.make_tables(), **{
-                "Images/notebook/results.md": report.notebook_tables(images)["results.md"]}})
-        with signals_deferred():
+        tables = {path: text for path, text in report.make_tables().items() if not path.startswith("Images/notebook/")}
+        documents = report.rendered_documents({**tables, **{f"Images/notebook/{name}": text for name, text in
+                                                            report.notebook_tables(images).items()}})
+        with signals_deferred() as interrupted:
             publish_folder(images, IMAGES)
             os.replace(executed, NOTEBOOK)
-            atomic_write(os.path.join(ROOT, "README.md"), readme)
-        print(f"published {report.NOTEBOOK}, Images/notebook/ and README.md; `python report.py` rewrites the other READMEs")
-        return 0
+            for path, text in {**tables, **documents}.items():
+                atomic_write(os.path.join(ROOT, path), text)
+        print(f"published {report.NOTEBOOK}, Images/notebook/ and the READMEs"
+              + ("; interrupted after publishing" if interrupted else ""))
+        return 128 + interrupted[0] if interrupted else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,14 +10,17 @@ runs in flight. `key` hashes what a run computes: its full RunConfig, utils.TRAI
 the torch version, the device type and the data; a file is used only when its key, configuration
 and weights check out, and retrained (saying why) otherwise.
 
-Runs go to worker processes (concurrent.futures with spawn), each loading MNIST once. On the
-CPU, workers x threads per worker <= cores. On a GPU, the workers share it; NVIDIA's MPS
-(`nvidia-cuda-mps-control -d`) lets their kernels run side by side instead of time-slicing.
+Runs go to worker processes (concurrent.futures with spawn), each loading MNIST once: on a CPU
+one single-thread worker per run while there are at most twice as many runs as cores, else one
+per core (default_workers). On a GPU, runs alike but for their seeds train as one network
+(grouped.py), and the workers share the GPU; NVIDIA's MPS (`nvidia-cuda-mps-control -d`) lets
+their kernels run side by side instead of time-slicing.
 """
 
 import concurrent.futures as futures
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -34,11 +37,12 @@ import data as mnist
 import grouped
 import utils
 from config import RunConfig, resolve_device
-from files import device_name, process_alive
+from files import atomic_write, device_name, git_commit, process_alive
 from model import check_state, state_digest
 
+COMMIT = git_commit()  # of the code that trains here, recorded with each run
 RECORD = re.compile(r"[BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json)")  # a run, or a study's scores of it
-TEMPORARY = re.compile(r"\.([BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json))\.(\d+)\.tmp")
+TEMPORARY = re.compile(r"\.([BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json))\.(\d+)\.[^.]+\.tmp")  # files.atomic_write's
 
 
 def data_fingerprint(data):
@@ -64,22 +68,17 @@ def run_path(results_dir, config, key):
 
 
 def save_run(path, key, config, model, history, device, grouped=1):
-    """Write one finished run atomically (a temporary file, then a rename); grouped: how many runs
-    trained with it as one network (grouped.train_group)."""
+    """Write one finished run atomically (files.atomic_write); grouped: how many runs trained with it as
+    one network (grouped.train_group)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     record = {"key": key, "config": dataclasses.asdict(config), "history": history, "state_dict": state,
               "sha256": state_digest(state),
               "info": {"device": device_name(device), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                       "training_version": utils.TRAINING_VERSION, "grouped": grouped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                       "training_version": utils.TRAINING_VERSION, "grouped": grouped, "commit": COMMIT,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_run(path, key, config):
@@ -120,7 +119,7 @@ def check_results_dir(results_dir):
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
         raise ValueError(f"results_dir={results_dir!r} is a file, not a folder; name a folder for the runs")
     os.makedirs(results_dir, exist_ok=True)
-    foreign = sorted(name for name in os.listdir(results_dir) if not (RECORD.fullmatch(name) or TEMPORARY.fullmatch(name)))
+    foreign = sorted(name for name in os.listdir(results_dir) if not (RECORD.fullmatch(name) or name.startswith(".")))
     if foreign:
         raise ValueError(f"results_dir={results_dir!r} holds files a sweep does not write ({', '.join(foreign[:6])}"
                          f"{', ...' if len(foreign) > 6 else ''}); keep runs in a folder of their own, e.g. runs/")

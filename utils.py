@@ -23,7 +23,7 @@ from config import RunConfig, resolve_device
 from cuda_graph import GraphStep
 from data import MNIST_MEAN, MNIST_STD, check_tensors, load_tensors
 from files import atomic_write, check_replaceable, markdown_table, read_csv, short_commit, write_csv, write_json
-from model import NORMS, WIDTH, Net, count_parameters
+from model import NORMS, WIDTH, count_parameters
 
 # What a training run computes, as a number: part of every run's cache key (sweeps.py), so that
 # editing comments or plots retrains nothing. tests/test_golden.py fails when the computation
@@ -350,10 +350,10 @@ def results_table(summary, notebook_seconds=None):
     run = summary["run"]
     return (markdown_table([f"variant (seed {seeds})", "params", "final test accuracy", "final test loss",
                             "training time"], rows)
-            + f"\nFinal = the last epoch ({summary[norms[0]]['epochs']}). Trained at commit `{short_commit(run['git_commit'])}` "
-            f"on {run['device']} (torch {run['torch']})"
-            + (f"; the whole notebook took {notebook_seconds:.0f} s, training {run['parameters'].get('trained_runs', '?')} "
-               f"of its {run['parameters'].get('runs', '?')} runs (the rest loaded from {run['parameters'].get('runs_dir')}/)."
+            + f"\nFinal = the last epoch ({summary[norms[0]]['epochs']}); training time: each run's own. The notebook ran "
+            f"at commit `{short_commit(run['git_commit'])}` on {run['device']} (torch {run['torch']})"
+            + (f" in {notebook_seconds:.0f} s, training {run['parameters'].get('trained_runs', '?')} of its "
+               f"{run['parameters'].get('runs', '?')} runs and loading the rest from {run['parameters'].get('runs_dir')}/."
                if notebook_seconds else ".") + "\n")
 
 

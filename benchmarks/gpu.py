@@ -49,16 +49,6 @@ def stop_at(deadline):
     return check
 
 
-def tiny_data(n_train=64, n_test=32):
-    """Random images whose label is a bright patch's position, as the tests' make_tiny_data."""
-    generator = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=generator)
-    x = torch.randn(n_train + n_test, 1, 28, 28, generator=generator) * 0.3
-    for i, label in enumerate(y.tolist()):
-        x[i, 0, 2 + 2 * label:6 + 2 * label, 10:18] += 2.0
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
-
 def epoch_seconds(kind, norm, data, device, sizes, deadline):
     """Seconds of the second of 2 augmented epochs of `kind`, for the whole group where it is grouped."""
     configs = [RunConfig(norm=norm, seed=seed, epochs=2, clean_epochs=0, cuda_graph=kind != "eager", **sizes["settings"])
@@ -121,7 +111,7 @@ def main(argv=None):
         atomic_write(path, "\n".join(lines) + "\n")
 
     info = run_info(device, budget=args.budget, dry_run=args.dry_run)
-    data = tiny_data() if args.dry_run else mnist.load_tensors(os.path.join(ROOT, "data"), device)
+    data = mnist.synthetic(64, 32) if args.dry_run else mnist.load_tensors(os.path.join(ROOT, "data"), device)
     emit(f"# Output of: python -m benchmarks.gpu {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
          + f"   ({time.strftime('%Y-%m-%d')}; each step cut at its share of {args.budget:g} s)")
     emit(f"GPU: {info['device']}, torch {info['torch']}; code at commit {short_commit(info['git_commit'])}")

@@ -2,13 +2,19 @@
 # The GPU figures in one call of at most 8 minutes on an H100/H200 (benchmarks/gpu.py says what it
 # measures), from the repository's root:
 #
-#     bash benchmarks/gpu.sh [folder]     # results in folder (default gpu_results/, git-ignored)
+#     bash benchmarks/gpu.sh [folder]             # results in folder (default gpu_results/, git-ignored)
+#     STUDIES=1 bash benchmarks/gpu.sh [folder]   # then the studies too, on the GPU, into folder/Images
 #
 # Needs python3 with torch, numpy, tqdm and torchvision, and MNIST's four raw files already in
 # data/MNIST/raw (no internet is needed). TIME_BUDGET (seconds, default 450) is shared among the
 # steps, each cut at its deadline; a timeout of TIME_BUDGET + 15 s stops the whole call. A copy of
 # the tree without its git names its commit with SOURCE_COMMIT=<hash> (files.run_info). DRY_RUN=1
 # runs gpu.py --dry-run instead (the CPU, tiny sizes: a check of the script, no figures).
+# After gpu.py: benchmarks/inference.py on the GPU (folder/inference_gpu.txt) and, with STUDIES=1,
+# the seeds, batch-size, shift and AdaBN studies with --device cuda into folder/Images (runs in
+# folder/runs; each study resumes, so a second call finishes what a first one's STUDIES_BUDGET cut),
+# every results file marked with its device. To publish them, copy folder/Images/* over Images/ and
+# run python report.py; a GPU's runs are not a CPU's to every digit.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_results}
@@ -28,5 +34,24 @@ fi
 timeout "$((${BUDGET%.*} + 15))" "$PYTHON" -m benchmarks.gpu --out "$OUT" --budget "$BUDGET" ${DRY_RUN:+--dry-run} 2>&1 \
     | tee "$OUT/gpu.log"
 status=${PIPESTATUS[0]}
-echo "gpu.sh: exit $status after ${SECONDS} s; results in $OUT/ (speed_gpu.txt, gpu.log, seeds/)"
+if [ -z "${DRY_RUN:-}" ]; then
+    timeout 120 "$PYTHON" -m benchmarks.inference --device cuda > "$OUT/inference_gpu.txt" 2>>"$OUT/gpu.log" \
+        || echo "gpu.sh: benchmarks.inference on the GPU failed or ran out of time (see $OUT/gpu.log)" >&2
+fi
+if [ -n "${STUDIES:-}" ]; then
+    left=${STUDIES_BUDGET:-600}
+    for study in seeds batch_size shift adabn; do
+        [ "$left" -gt 30 ] || { echo "gpu.sh: no time left for studies.$study" | tee -a "$OUT/gpu.log"; break; }
+        begin=$SECONDS
+        device=cuda tiny=""  # DRY_RUN: the same commands on the CPU, 2 seeds of 1 epoch on a few images
+        if [ -n "${DRY_RUN:-}" ]; then
+            device=cpu tiny="--seeds 1 2 --epochs 1 --train-limit 512 --test-limit 128"
+            [ "$study" = batch_size ] && tiny="$tiny --real-seeds 1 2"
+        fi
+        timeout "$left" "$PYTHON" -m "studies.$study" --device "$device" --images "$OUT/Images" \
+            --results-dir "$OUT/runs" $tiny 2>&1 | tee -a "$OUT/gpu.log"
+        left=$((left - (SECONDS - begin)))
+    done
+fi
+echo "gpu.sh: exit $status after ${SECONDS} s; results in $OUT/ (speed_gpu.txt, inference_gpu.txt, gpu.log, seeds/, Images/)"
 exit "$status"

@@ -19,6 +19,7 @@ import warnings
 
 import torch
 
+from config import resolve_device
 from files import run_info, short_commit
 from model import Net
 
@@ -49,8 +50,10 @@ def torchscript(net, example):
 @torch.inference_mode()
 def measure(models, x, threads, rounds, calls, warmup):
     """{name: [seconds of each call]} of every model (name -> callable) on x, on `threads` threads:
-    `warmup` calls each first, then `rounds` rounds of `calls` calls of every model in turn."""
+    `warmup` calls each first, then `rounds` rounds of `calls` calls of every model in turn. On a
+    GPU each call is timed to the end of its kernels."""
     torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for model in models.values():
         for _ in range(warmup):
             model(x)
@@ -58,8 +61,10 @@ def measure(models, x, threads, rounds, calls, warmup):
     for _ in range(rounds):
         for name, model in models.items():
             for _ in range(calls):
+                sync()
                 start = time.perf_counter()
                 model(x)
+                sync()
                 seconds[name].append(time.perf_counter() - start)
     return seconds
 
@@ -73,14 +78,16 @@ def spread(values):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few calls each (a check that it runs)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (benchmarks/gpu.sh)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     # (rounds, calls per round, warm-up calls) at batch 1 and in bulk
     single, bulk = ((2, 5, 3), (1, 2, 1)) if args.quick else ((20, 500, 500), (10, 10, 10))
     bulk_size, threads = 100 if args.quick else 1000, os.cpu_count()
-    info = run_info("cpu")
+    info = run_info(device)
     generator = torch.Generator().manual_seed(0)
-    x1, x_bulk = torch.randn(1, 1, 28, 28, generator=generator), torch.randn(bulk_size, 1, 28, 28, generator=generator)
-    eager = {name: network(*flags) for name, flags in NETWORKS.items()}
+    x1, x_bulk = (torch.randn(n, 1, 28, 28, generator=generator).to(device) for n in (1, bulk_size))
+    eager = {name: network(*flags).to(device) for name, flags in NETWORKS.items()}
     start = time.perf_counter()
     scripted = {name: torchscript(net, x1) for name, net in eager.items()}
     build = (time.perf_counter() - start) / len(scripted)

@@ -9,24 +9,23 @@ permutation seeded d, the same for every set and model), and scored on the whole
 model unadapted. Each model's scores are kept beside its run in runs/, so a second call reads them.
 
 Writes Images/adabn.csv (seed, corruption, severity, n, draw, test_accuracy), Images/adabn.json,
-Images/adabn.png and the tables Images/tables/adabn.md and adabn_full.md, which pair each seed with
+Images/adabn.png and the tables Images/tables/adabn_brief.md, adabn.md and adabn_full.md, which pair each seed with
 its LayerNorm and GroupNorm models in Images/shift.csv.
 """
 
-import hashlib
 import os
 import time
 
 import numpy as np
 import torch
 
-import data as mnist
 import utils
-from files import ROOT, markdown_table, read_csv, read_json, write_csv, write_json
-from model import NORMS, state_digest
+from files import markdown_table, read_csv, read_json, write_csv, write_json
+from model import NORMS
 from studies import common, shift, stats
 
-TABLE_NAMES = ("adabn.md", "adabn_full.md")  # in Images/tables/
+TABLE_NAMES = ("adabn_brief.md", "adabn.md", "adabn_full.md")  # in Images/tables/
+RESULTS = "adabn.csv"  # in Images/: without it the study has not run
 MAKER = "python -m studies.adabn"
 ADABN_VERSION = 1  # bump when draw(), adapt() or the scoring change what a model scores
 DRAWS = {1: 5, 4: 5, 16: 5, 64: 3, 256: 2, 1000: 2}  # n target images -> draws of them (several for small n)
@@ -66,10 +65,8 @@ def score_cached(models, x, y, results_dir, test_limit=None):
     """score() of every {seed: model}, one model at a time, each kept beside its run in results_dir
     (keyed by its weights and the scoring) as it is done, so that a second call only reads them;
     rows in the models' order, each in score()'s order."""
-    keys = {seed: f"{state_digest(model.state_dict())} {shift.SCORING_VERSION} {ADABN_VERSION} {test_limit}"
-            for seed, model in models.items()}
-    paths = {seed: os.path.join(results_dir, f"B-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.adabn.json")
-             for seed, key in keys.items()}
+    paths = {seed: common.score_path(results_dir, "B", seed, model, "adabn", shift.SCORING_VERSION, ADABN_VERSION,
+                                     test_limit) for seed, model in models.items()}
     for seed, model in models.items():
         if not os.path.exists(paths[seed]):
             start = time.perf_counter()
@@ -124,7 +121,13 @@ def tables(folder):
              *(f"{mean(shift.mean_by_seed(others, m, keep)):.2f}" for m in "LG")] for name, keep in groups(True)]
     header = ["corruption (mean over severities)", *(f"n = {names[n]}" for n in sizes), NORMS["L"], NORMS["G"]]
     sets = len({(r["corruption"], r["severity"]) for r in rows if corrupted(r)})
-    return {"adabn.md": brief + f"\nAccuracy in points over the {sets} corrupted sets of the shift study, each scored "
+    short = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes)],
+                           [[f"{NORMS[m]}, all corrupted sets", *(stats.verdict(common.paired_by_seed(
+                               by_seed(rows, n, corrupted), reference[m])["ci"]) for n in sizes)] for m in "LG"],
+                           "l" + "l" * len(sizes))
+    return {"adabn_brief.md": short + f"\nPaired by seed over {seeds} seeds (95% CI); n = 0 is BatchNorm not adapted, "
+            f"n = {sizes[-1]:,} the whole set.\n",
+            "adabn.md": brief + f"\nAccuracy in points over the {sets} corrupted sets of the shift study, each scored "
             f"whole; per seed the mean over draws, then over sets; 95% CIs over {seeds} seeds, differences paired by "
             "seed with Images/shift.csv. " + made,
             "adabn_full.md": markdown_table(header, full) + f"\nAccuracy in points, the mean over {seeds} seeds of each "
@@ -167,17 +170,14 @@ def redraw(folder):
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
+    args = common.parse(common.parser(__doc__, seeds=list(range(1, 21))))
     if not os.path.exists(os.path.join(args.images, "shift.csv")):
         raise SystemExit(f"{args.images}/shift.csv is missing: run `{shift.MAKER}` first (LayerNorm and GroupNorm's scores)")
     if not args.redraw:
         runs = [dict(norm="B", seed=seed) for seed in args.seeds]
         pairs, info = common.sweep(runs, args)
-        device = utils.resolve_device(args.device)
-        _, _, test_images, test_labels = mnist.load_mnist(os.path.join(ROOT, "data"))
-        x = test_images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255
-        y = test_labels[:args.test_limit].to(device, torch.int64)
-        models = {run["seed"]: model.to(device) for run, (model, _) in zip(runs, pairs)}
+        x, y = common.test_images(args)
+        models = {run["seed"]: model.to(x.device) for run, (model, _) in zip(runs, pairs)}
         start = time.perf_counter()
         write_csv(os.path.join(args.images, "adabn.csv"), COLUMNS, score_cached(models, x, y, args.results_dir,
                                                                                 args.test_limit))

@@ -25,6 +25,7 @@ from model import NORMS
 from studies import common, stats
 
 TABLE_NAMES = ("batch_size.md", "batch_size_real.md")  # in Images/tables/
+RESULTS = "batch_size.csv"  # in Images/: without it the study has not run
 MAKER = "python -m studies.batch_size"
 GHOST_SIZES = [2, 4, 8, 16, 32, 64, 128]
 REAL_SIZES = [16, 32]
@@ -137,7 +138,7 @@ def redraw(folder):
 def main():
     parser = common.parser(__doc__, seeds=list(range(1, 11)))
     parser.add_argument("--real-seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds of the real batches")
-    args = parser.parse_args()
+    args = common.parse(parser)
     if not args.redraw:
         rows = plan(args.seeds, args.real_seeds)
         pairs, info = common.sweep([run for _, _, run in rows], args)

@@ -4,14 +4,19 @@ repository's root, e.g. `python -m studies.seeds`."""
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import shlex
 import sys
 import time
 
+import torch
+
 import sweeps
-from config import RunConfig
+from config import RunConfig, resolve_device
+from data import load_mnist
 from files import ROOT, atomic_write, run_info, short_commit
+from model import state_digest
 from studies import stats
 
 IMAGES = os.path.join(ROOT, "Images")
@@ -34,6 +39,31 @@ def parser(doc, seeds):
     p.add_argument("--redraw", action="store_true",
                    help="only rewrite the tables and figures from the saved results; nothing is trained")
     return p
+
+
+def parse(parser):
+    """parser's arguments; a claim needs seeds, so every list of seeds holds at least 2 distinct ones."""
+    args = parser.parse_args()
+    for name in ("seeds", "real_seeds"):
+        seeds = getattr(args, name, None)
+        if seeds is not None and len(set(seeds)) < 2:
+            parser.error(f"--{name.replace('_', '-')} {' '.join(map(str, seeds))}: a mean's confidence interval needs "
+                         "at least 2 distinct seeds")
+    return args
+
+
+def test_images(args):
+    """The MNIST test set (x in [0, 1], (N, 1, 28, 28); labels) on args.device, the first args.test_limit."""
+    device = resolve_device(args.device)
+    _, _, images, labels = load_mnist(os.path.join(ROOT, "data"))
+    return (images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255,
+            labels[:args.test_limit].to(device, torch.int64))
+
+
+def score_path(results_dir, norm, seed, model, kind, *versions):
+    """Where a study keeps one model's scores of `kind`: beside its run, keyed by its weights and `versions`."""
+    key = hashlib.sha256(" ".join(map(str, (state_digest(model.state_dict()), *versions))).encode()).hexdigest()[:20]
+    return os.path.join(results_dir, f"{norm}-seed{seed}-{key}.{kind}.json")
 
 
 def settings(args):
@@ -78,7 +108,7 @@ def provenance(info):
     if trained == runs and seconds:
         how = f"trained in {seconds / 60:.1f} min"
     else:  # some or all runs came from the cache: their own times say what training cost
-        how = f"{trained} of its {runs} runs trained in that call, the rest loaded from runs/"
+        how = f"{trained} of its {runs} runs trained in that call, the rest loaded from the run cache"
     return (f"Made by `{parameters.get('command')}` ({how}; {per_run / 60:.1f} min per run) on {info['device']}, "
             f"torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
 

@@ -19,6 +19,7 @@ from model import NORMS, count_parameters
 from studies import common, stats
 
 TABLE_NAMES = ("headline.md", "comparisons.md")  # in Images/tables/
+RESULTS = "summary.json"  # in Images/: without it the study has not run
 MAKER = "python -m studies.seeds"
 COLUMNS = ["norm", "seed", "final_test_accuracy", "final_test_loss", "final_train_accuracy", "params",
            "device", "seconds"]
@@ -93,7 +94,7 @@ def redraw(folder):
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
+    args = common.parse(common.parser(__doc__, seeds=list(range(1, 21))))
     if not args.redraw:
         runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
         pairs, info = common.sweep(runs, args)

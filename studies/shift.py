@@ -16,7 +16,6 @@ Images/tables/shift.md, shift_table.md and shift_full.md.
 """
 
 import copy
-import hashlib
 import math
 import os
 
@@ -26,11 +25,12 @@ import torch.nn.functional as F
 
 import data as mnist
 import utils
-from files import ROOT, markdown_table, read_csv, read_json, write_csv, write_json
-from model import NORMS, state_digest
+from files import markdown_table, read_csv, read_json, write_csv, write_json
+from model import NORMS
 from studies import common, stats
 
 TABLE_NAMES = ("shift.md", "shift_paired.md", "shift_table.md", "shift_full.md")  # in Images/tables/
+RESULTS = "shift.csv"  # in Images/: without it the study has not run
 MAKER = "python -m studies.shift"
 SCORING_VERSION = 1  # bump when corrupt(), adapt_batchnorm() or the scoring change what a model scores
 # corruption -> severities, in its own unit (see corrupt()); "none" is the clean test set.
@@ -120,16 +120,11 @@ def score(models, x, y):
     return rows
 
 
-def score_path(results_dir, run, model, test_limit):
-    """Where a model's scores are kept: beside its run, keyed by its weights and the scoring."""
-    key = hashlib.sha256(f"{state_digest(model.state_dict())} {SCORING_VERSION} {test_limit}".encode()).hexdigest()[:20]
-    return os.path.join(results_dir, f"{run[0]}-seed{run[1]}-{key}.shift.json")
-
-
 def score_cached(models, x, y, results_dir, test_limit=None):
     """score(), with each model's rows kept in results_dir so that a second call only reads them;
     rows in score()'s order."""
-    paths = {run: score_path(results_dir, run, model, test_limit) for run, model in models.items()}
+    paths = {run: common.score_path(results_dir, *run, model, "shift", SCORING_VERSION, test_limit)
+             for run, model in models.items()}
     missing = {run: model for run, model in models.items() if not os.path.exists(paths[run])}
     found = score(missing, x, y) if missing else []
     for run in missing:
@@ -223,15 +218,12 @@ def redraw(folder):
 
 
 def main():
-    args = common.parser(__doc__, seeds=list(range(1, 21))).parse_args()
+    args = common.parse(common.parser(__doc__, seeds=list(range(1, 21))))
     if not args.redraw:
         runs = [dict(norm=norm, seed=seed) for norm in NORMS for seed in args.seeds]
         pairs, info = common.sweep(runs, args)
-        device = utils.resolve_device(args.device)
-        _, _, test_images, test_labels = mnist.load_mnist(os.path.join(ROOT, "data"))
-        x = test_images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255
-        y = test_labels[:args.test_limit].to(device, torch.int64)
-        models = {(run["norm"], run["seed"]): model.to(device) for run, (model, _) in zip(runs, pairs)}
+        x, y = common.test_images(args)
+        models = {(run["norm"], run["seed"]): model.to(x.device) for run, (model, _) in zip(runs, pairs)}
         write_csv(os.path.join(args.images, "shift.csv"), COLUMNS, score_cached(models, x, y, args.results_dir,
                                                                                 args.test_limit))
         write_json(os.path.join(args.images, "shift.json"), info)

@@ -42,9 +42,10 @@ def describe(values, confidence=0.95):
     """Mean, sample sd, t confidence interval of the mean, min and max of per-seed values."""
     values = finite(values)
     n = len(values)
-    mean = float(values.mean())
-    sd = float(values.std(ddof=1)) if n > 1 else 0.0
-    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    if n < 2:
+        raise ValueError("a confidence interval needs at least 2 values (seeds); got 1")
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "ci": [mean - half, mean + half],
             "min": float(values.min()), "max": float(values.max())}
 
@@ -55,31 +56,12 @@ def paired(a, b, confidence=0.95):
     difference = finite(a) - finite(b)
     stats = describe(difference, confidence)
     n, sd = stats["n"], stats["sd"]
-    if n < 2:
-        return {**stats, "t": float("nan"), "p": float("nan")}
     if sd > 0:
         t = stats["mean"] / (sd / math.sqrt(n))
     else:  # every difference equal: no evidence of a difference if it is zero, certainty if not
         t = 0.0 if stats["mean"] == 0 else math.copysign(math.inf, stats["mean"])
     p = 2 * (1 - t_cdf(abs(t), n - 1)) if math.isfinite(t) else 0.0
     return {**stats, "t": t, "p": min(1.0, max(p, 0.0))}
-
-
-def welch(a, b, confidence=0.95):
-    """Unpaired comparison of two independent samples (Welch's t): the difference of their
-    means, its confidence interval with the Welch-Satterthwaite degrees of freedom, and the
-    two-sided p-value. For values that share no seeds, such as the same difference measured on
-    two different sets of networks."""
-    a, b = describe(a), describe(b)  # refuses non-finite values
-    va, vb = a["sd"] ** 2 / a["n"], b["sd"] ** 2 / b["n"]
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1)) if se > 0 else float("inf")
-    mean = a["mean"] - b["mean"]
-    if se == 0:
-        return {"mean": mean, "ci": [mean, mean], "df": df, "p": 1.0 if mean == 0 else 0.0}
-    half = t_quantile(0.5 + confidence / 2, df) * se
-    p = 2 * (1 - t_cdf(abs(mean) / se, df))
-    return {"mean": mean, "ci": [mean - half, mean + half], "df": df, "p": min(1.0, max(p, 0.0))}
 
 
 def holm(p_values):

@@ -6,20 +6,13 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 import data
 
 
 def make_tiny_data(n_train=96, n_test=40, seed=0):
-    """Random 'digits' whose label is recoverable from a bright patch's position:
-    (train_x, train_y, test_x, test_y) like utils.load_tensors returns."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g) * 0.3
-    for i, label in enumerate(y.tolist()):
-        x[i, 0, 2 + 2 * label:6 + 2 * label, 10:18] += 2.0
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    """Random 'digits' whose label is a bright patch's position (data.synthetic)."""
+    return data.synthetic(n_train, n_test, seed)
 
 
 def make_tiny_pickle(n_train=3, n_valid=2, n_test=2, seed=0):

@@ -131,3 +131,25 @@ def test_batch_size_tables_put_each_verdict_where_its_ci_lies(tmp_path):
     assert lines["2"].count("| lower |") == 2  # 0.5 points below its own k=128 and below GroupNorm
     assert "| within noise |" not in lines["2"] and "(reference)" in lines["128"]
     assert "16" in tables["batch_size_real.md"] and "(the recipe)" in tables["batch_size_real.md"]
+
+
+def test_a_study_with_its_default_arguments_records_what_produced_it(monkeypatch):
+    from studies import common
+
+    history = {key: [1.0] for key in utils.HISTORY_KEYS}
+    monkeypatch.setattr(common.sweeps, "sweep", lambda runs, **kwargs: [(Net(r["norm"]), history) for r in runs])
+    monkeypatch.setattr("sys.argv", ["studies/seeds.py", "--seeds", "1", "2"])
+    args = common.parse(common.parser("doc", seeds=[1, 2]))
+    assert args.device is None  # the default: CUDA when there is one
+    pairs, info = common.sweep([dict(norm="B", seed=1), dict(norm="L", seed=2)], args)
+    assert len(pairs) == 2 and info["parameters"]["command"] == "python -m studies.seeds --seeds 1 2"
+    assert info["device"].startswith(("CPU", "NVIDIA")) and info["recipe"]["epochs"] == 20
+
+
+def test_a_claim_needs_two_seeds(monkeypatch, capsys):
+    from studies import common
+
+    monkeypatch.setattr("sys.argv", ["studies/seeds.py", "--seeds", "3"])
+    with pytest.raises(SystemExit):
+        common.parse(common.parser("doc", seeds=[1, 2]))
+    assert "at least 2 distinct seeds" in capsys.readouterr().err

@@ -156,45 +156,43 @@ def test_bad_workers_or_threads_are_named(tmp_path, data, setting):
 
 def test_only_the_sweeps_own_orphaned_temporaries_are_removed(tmp_path, data):
     dead = 2 ** 22 + 12345  # beyond Linux's default pid range: no such process
-    ours = tmp_path / f".B-seed1-{'0' * 20}.pt.{dead}.tmp"
+    ours = tmp_path / f".B-seed1-{'0' * 20}.pt.{dead}.x7q2.tmp"
     ours.write_text("half a run")
-    (tmp_path / f".B-seed2-{'0' * 20}.pt.{dead}.tmp").mkdir()  # a folder of that name is left alone
+    (tmp_path / f".B-seed2-{'0' * 20}.pt.{dead}.x7q2.tmp").mkdir()  # a folder of that name is left alone
     sweeps.sweep(RUNS[:1], workers=1, results_dir=str(tmp_path), epochs=1, data=data, device="cpu", progress=False)
-    assert not ours.exists() and (tmp_path / f".B-seed2-{'0' * 20}.pt.{dead}.tmp").is_dir()
+    assert not ours.exists() and (tmp_path / f".B-seed2-{'0' * 20}.pt.{dead}.x7q2.tmp").is_dir()
 
 
 NO_GUARD = textwrap.dedent("""
     import sys
-    sys.path[:0] = [{root!r}, {tests!r}]
-    import sweeps
-    from conftest import make_tiny_data
-    sweeps.sweep([dict(norm="B")], workers=1, results_dir={results!r}, epochs=1, data=make_tiny_data(64, 16),
+    sys.path.insert(0, {root!r})
+    import data, sweeps
+    sweeps.sweep([dict(norm="B")], workers=1, results_dir={results!r}, epochs=1, data=data.synthetic(64, 16),
                  device="cpu", progress=False)
 """)
 
 
 def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
     script = tmp_path / "no_guard.py"
-    script.write_text(NO_GUARD.format(root=ROOT, tests=os.path.join(ROOT, "tests"), results=str(tmp_path / "runs")))
+    script.write_text(NO_GUARD.format(root=ROOT, results=str(tmp_path / "runs")))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and 'if __name__ == "__main__":' in out.stderr
 
 
 KILLED_SWEEP = textwrap.dedent("""
     import sys
-    sys.path[:0] = [{root!r}, {tests!r}]
-    import sweeps
-    from conftest import make_tiny_data  # a script of its own, not a test module
+    sys.path.insert(0, {root!r})
+    import data, sweeps
     if __name__ == "__main__":
         sweeps.sweep({runs!r}, workers=2, threads=1, results_dir={results!r}, epochs=4,
-                    data=make_tiny_data(2000, 200), device="cpu", progress=False)
+                    data=data.synthetic(2000, 200), device="cpu", progress=False)
 """)
 
 
 def test_a_sweep_killed_mid_way_leaves_complete_files_and_the_next_call_finishes(make_data, tmp_path):
     results = tmp_path / "runs"
     script = tmp_path / "sweep.py"
-    script.write_text(KILLED_SWEEP.format(root=ROOT, tests=os.path.join(ROOT, "tests"), runs=RUNS,
+    script.write_text(KILLED_SWEEP.format(root=ROOT, runs=RUNS,
                                           results=str(results)))
     process = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
     deadline = time.time() + 120
@@ -220,7 +218,7 @@ def test_a_sweep_killed_mid_way_leaves_complete_files_and_the_next_call_finishes
 
 def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
     script = tmp_path / "sweep.py"
-    script.write_text(KILLED_SWEEP.format(root=ROOT, tests=os.path.join(ROOT, "tests"), runs=RUNS * 3,
+    script.write_text(KILLED_SWEEP.format(root=ROOT, runs=RUNS * 3,
                                           results=str(tmp_path / "runs")))
     process = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
     group = process.pid  # the session's process group: the sweep and its workers

@@ -40,6 +40,8 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/speed.txt": "python -m benchmarks.speed > benchmarks/speed.txt",
           "benchmarks/l1_sweep.txt": "python -m benchmarks.l1_sweep > benchmarks/l1_sweep.txt",
           "benchmarks/inference.txt": "python -m benchmarks.inference > benchmarks/inference.txt",
+          "benchmarks/make_run.txt": "time make run, in fresh clones (see benchmarks/README.md)",
+          "benchmarks/grouped_cpu.txt": "OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B > benchmarks/grouped_cpu.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
 
 

@@ -28,7 +28,7 @@ import data as mnist
 import grouped
 import utils
 from config import RunConfig, resolve_device
-from files import ROOT, atomic_write, device_name, read_json, run_info, short_commit
+from files import ROOT, atomic_write, device_name, git_commit, read_json, run_info, short_commit
 from model import NORMS, count_parameters
 
 SHARES = {"epochs": 0.25, "notebook": 0.15, "seeds": 0.55}  # of the budget; the rest is margin
@@ -212,8 +212,9 @@ def step_times(device, norm="B", train_images=640, test_images=128):
     x = torch.randn(train_images + test_images, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (train_images + test_images,), device=device)
     data, steps = (x[:train_images], y[:train_images], x[train_images:], y[train_images:]), train_images // 128
-    print(f"{device_name(device)}, {torch.get_num_threads()} thread(s), torch {torch.__version__}: {norm}, seconds "
-          f"per step of batch 128 (augmented; an epoch of {steps} steps and a test pass on {test_images} images)")
+    print(f"# python -m benchmarks.gpu --step-times {norm}: {device_name(device)}, {torch.get_num_threads()} thread(s), "
+          f"torch {torch.__version__}, code at commit {short_commit(git_commit())}\n# seconds per step of batch 128 "
+          f"(augmented; an epoch of {steps} steps and a test pass on {test_images} images, random data)")
     for runs in (3, 20):
         configs = [RunConfig(norm=norm, seed=seed, epochs=1, clean_epochs=0) for seed in range(1, runs + 1)]
         apart = sum(utils.train(c, data, device, progress=False)[1]["seconds"][0] for c in configs)

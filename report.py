@@ -43,6 +43,9 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/make_run.txt": "time make run, in fresh clones (see benchmarks/README.md)",
           "benchmarks/grouped_cpu.txt": "OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B > benchmarks/grouped_cpu.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
+FIGURES = {"Images/batch_size.png": "test error against images per normalization batch",  # shown once they exist
+           "Images/adabn.png": "AdaBN accuracy against the number of target images"}
+MAKERS.update({"Images/batch_size.png": batch_size.MAKER, "Images/adabn.png": adabn.MAKER})
 
 
 def make_tables(images=IMAGES):
@@ -80,13 +83,16 @@ SECTIONS = {"recipe": utils.recipe_markdown, "colab": colab}
 MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
-def section(name, tables):
-    """The text of one section: made from the code, a table, or a file spliced as it is."""
+def section(name, tables, up=""):
+    """The text of one section: made from the code, a table, a figure, or a file spliced as it is;
+    up: the way from the document's folder to the repository's ("../" for studies/README.md)."""
     if name in SECTIONS:
         return SECTIONS[name]()
     path, _, part = name.partition("#")  # PATH#last: the file's last line only
     if path not in tables and not os.path.exists(os.path.join(ROOT, path)):
         return f"*Not run yet: `{MAKERS.get(path, 'python report.py')}` makes `{path}`.*\n"
+    if path in FIGURES:
+        return f"![{FIGURES[path]}]({up}{path})\n"
     if path in tables:
         return tables[path]
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
@@ -96,9 +102,10 @@ def section(name, tables):
     return f"`{path}`:\n\n```\n{text.rstrip()}\n```\n" if path.endswith(".txt") else text
 
 
-def render(text, tables):
-    """`text` with every section rewritten."""
-    return MARKER.sub(lambda m: m.group(1) + section(m.group(2), tables) + m.group(4), text)
+def render(text, tables, document="README.md"):
+    """`text` (of `document`) with every section rewritten."""
+    up = "../" * document.count("/")
+    return MARKER.sub(lambda m: m.group(1) + section(m.group(2), tables, up) + m.group(4), text)
 
 
 def stale(tables):
@@ -115,7 +122,8 @@ def stale(tables):
     for document in DOCUMENTS:
         with open(os.path.join(ROOT, document), encoding="utf-8") as f:
             text = f.read()
-        names = [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section(m.group(2), tables)]
+        up = "../" * document.count("/")
+        names = [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section(m.group(2), tables, up)]
         found += [f"{document} ({', '.join(names)})"] if names else []
     return found
 
@@ -144,7 +152,7 @@ def rendered_documents(tables):
     out = {}
     for document in DOCUMENTS:
         with open(os.path.join(ROOT, document), encoding="utf-8") as f:
-            out[document] = render(f.read(), tables)
+            out[document] = render(f.read(), tables, document)
     return out
 
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 
 import pytest
@@ -95,6 +96,25 @@ def test_splicing_puts_each_file_where_its_marker_names_it_and_says_what_is_miss
     assert report.render(rendered, {}) == rendered  # splicing twice changes nothing
     in_memory = report.render(text, {"table.md": "| b |\n"})  # a table made afresh wins over the file
     assert "| b |" in in_memory and "| a |" not in in_memory
+
+
+def test_a_figure_section_links_the_figure_from_the_documents_folder_once_it_exists(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    text = "<!-- begin: Images/adabn.png -->\n<!-- end: Images/adabn.png -->\n"
+    assert "*Not run yet: `python -m studies.adabn` makes `Images/adabn.png`.*" in report.render(text, {})
+    (tmp_path / "Images").mkdir()
+    (tmp_path / "Images" / "adabn.png").write_bytes(b"png")
+    assert "](Images/adabn.png)\n" in report.render(text, {}, "README.md")
+    assert "](../Images/adabn.png)\n" in report.render(text, {}, "studies/README.md")
+
+
+def test_every_image_the_documents_show_exists():
+    for document in report.DOCUMENTS:
+        with open(os.path.join(ROOT, document), encoding="utf-8") as f:
+            links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", f.read())
+        missing = [link for link in links if not link.startswith("http")
+                   and not os.path.exists(os.path.join(ROOT, os.path.dirname(document), link))]
+        assert not missing, f"{document} shows images that do not exist: {missing}"
 
 
 def test_readme_leads_with_results_within_its_word_budget():

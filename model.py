@@ -108,8 +108,9 @@ class Net(nn.Module):
 
     Designed for accuracy and CPU speed together: a space-to-depth stem makes each 2x2 patch 4
     channels, so the first 3x3 convolution sees a 6x6 pixel window without any 28x28 activation
-    (those dominate a CPU's time); unpadded blocks from 7x7 to 3x3 leave no zero borders for the
-    per-sample norms to average in; global average pooling, then a 1x1 convolution to 10 classes.
+    (those dominate a CPU's time); two unpadded blocks from 7x7 to 3x3 leave no zero borders for
+    the per-sample norms to average in, then a padded one at 3x3; global average pooling, then a
+    1x1 convolution to 10 classes.
     """
 
     def __init__(self, norm="B", groups=DEFAULT_GROUPS, norm_batch=None):
@@ -143,8 +144,10 @@ class Net(nn.Module):
 
     @classmethod
     def pretrained(cls, norm="B", path=None):
-        """The committed trained network of a norm (`make run` writes it), in eval mode, with what
-        produced it in .info; a file whose weights fail their sha256 is refused.
+        """The committed trained network of a norm (`make run` writes it; `path`: another file that
+        save_pretrained wrote), in eval mode, with what produced it in .info. A missing file raises
+        FileNotFoundError; weights that fail their sha256, are not finite, or belong to another norm
+        raise ValueError naming the file and how to restore it.
 
             net = Net.pretrained("G")
             log_probs = net(images)  # (N, 1, 28, 28), normalized: (x/255 - 0.1307) / 0.3081

@@ -90,7 +90,7 @@ def first_reaching(by_seed, target=TARGET):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_results", help="folder for speed_gpu.txt and the runs' histories")
-    parser.add_argument("--budget", type=float, default=450, help="seconds for all the steps together")
+    parser.add_argument("--budget", type=float, default=360, help="seconds for all the steps together")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes: checks the logic only")
     parser.add_argument("--step-times", metavar="NORM", help="seconds per step of that norm here, apart against grouped")
     args = parser.parse_args(argv)

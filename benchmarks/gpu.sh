@@ -54,5 +54,5 @@ if [ -n "${STUDIES:-}" ]; then
         left=$((left - (SECONDS - begin)))
     done
 fi
-echo "gpu.sh: exit $status after ${SECONDS} s; results in $OUT/ (speed_gpu.txt, inference_gpu.txt, gpu.log, seeds/, Images/)"
+echo "gpu.sh: exit $status after ${SECONDS} s; results in $OUT/: $(cd "$OUT" && ls | tr "\n" " ")"
 exit "$status"

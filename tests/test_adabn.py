@@ -99,6 +99,10 @@ def test_the_tables_put_each_verdict_where_its_ci_lies(tmp_path):
     assert lines["1"][3].startswith("−10.00 (−10.00 to −10.00)")
     full = tables["adabn_full.md"]
     assert "| none (clean) | 50.00 | 80.25 |" in full and "**all corrupted sets**" in full
+    brief = {line.split(" | ")[0].strip("| "): line.rstrip(" |").split(" | ")[-1] for line in tables["adabn_brief.md"].splitlines()
+             if line.startswith("| ") and "---" not in line}
+    assert brief["LayerNorm, all corrupted sets"] == "4" and brief["GroupNorm, all corrupted sets"] == "—"
+    assert adabn.catches_up({0: "lower", 1: "within noise", 4: "lower", 16: "higher"}) == "16"
 
 
 def test_the_figure_draws_a_line_per_corruption_and_the_references(tmp_path):

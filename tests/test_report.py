@@ -128,14 +128,20 @@ def test_readme_leads_with_results_within_its_word_budget():
 
 
 def saved_recipes():
-    """(file, the RunConfig fields it was trained with) for every committed study and the notebook."""
+    """(file, the RunConfig fields it was trained with) for the notebook and every study that has run:
+    the seeds study's summary.json holds each variant's config; every other study's CSV has a JSON
+    beside it with the recipe (None where that JSON is missing)."""
     found = []
     for path in ("Images/summary.json", "Images/notebook/summary.json"):
         with open(os.path.join(ROOT, path), encoding="utf-8") as f:
             saved = json.load(f)
         found += [(f"{path} ({norm})", dict(saved[norm]["config"], norm=norm)) for norm in "BLG"]
-    for path in ("Images/batch_size.json", "Images/shift.json"):
-        if os.path.exists(os.path.join(ROOT, path)):
+    for study in report.STUDIES:
+        if study.RESULTS.endswith(".csv") and os.path.exists(os.path.join(ROOT, "Images", study.RESULTS)):
+            path = "Images/" + study.RESULTS.removesuffix(".csv") + ".json"
+            if not os.path.exists(os.path.join(ROOT, path)):
+                found.append((path, None))
+                continue
             with open(os.path.join(ROOT, path), encoding="utf-8") as f:
                 found.append((path, dict(json.load(f)["recipe"], norm="B")))
     return found
@@ -143,6 +149,7 @@ def saved_recipes():
 
 @pytest.mark.parametrize("path, trained", saved_recipes(), ids=[path for path, _ in saved_recipes()])
 def test_every_committed_study_was_trained_with_the_current_recipe(path, trained):
+    assert trained is not None, f"{path} is missing: nothing records what trained the results beside it; rerun the study"
     norm = trained["norm"]
     recipe = {k: v for k, v in dataclasses.asdict(utils.RunConfig(norm=norm)).items() if k != "seed"}
     assert {k: v for k, v in trained.items() if k != "seed"} == recipe, \

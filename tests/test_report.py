@@ -121,9 +121,7 @@ def test_readme_leads_with_results_within_its_word_budget():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
     lines = text.splitlines()
-    prose = report.MARKER.sub("", text)  # what is written by hand; the generated tables are the results
-    assert len(prose.split()) <= 900, "README.md's prose is over 900 words: move detail to studies/ or benchmarks/"
-    assert len(text.split()) <= 2000, "README.md is over 2,000 words with its tables: move a table to studies/README.md"
+    assert len(text.split()) <= 1300, "README.md is over 1,300 words: move detail or a table to studies/ or benchmarks/"
     first_table = next(i for i, line in enumerate(lines, 1) if line.startswith("|"))
     first_figure = next(i for i, line in enumerate(lines, 1) if "![" in line and "colab-badge" not in line)
     assert first_table <= 40 and first_figure <= 60

@@ -43,9 +43,9 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/make_run.txt": "time make run, in fresh clones (see benchmarks/README.md)",
           "benchmarks/grouped_cpu.txt": "OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B > benchmarks/grouped_cpu.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
-FIGURES = {"Images/batch_size.png": "test error against images per normalization batch",  # shown once they exist
-           "Images/adabn.png": "AdaBN accuracy against the number of target images"}
-MAKERS.update({"Images/batch_size.png": batch_size.MAKER, "Images/adabn.png": adabn.MAKER})
+FIGURES = {"Images/batch_size.png": ("test error against images per normalization batch", batch_size.MAKER),
+           "Images/adabn.png": ("AdaBN accuracy against the number of target images", adabn.MAKER)}  # shown once drawn
+MAKERS.update({path: maker for path, (_, maker) in FIGURES.items()})
 
 
 def make_tables(images=IMAGES):
@@ -83,16 +83,16 @@ SECTIONS = {"recipe": utils.recipe_markdown, "colab": colab}
 MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
-def section(name, tables, up=""):
-    """The text of one section: made from the code, a table, a figure, or a file spliced as it is;
-    up: the way from the document's folder to the repository's ("../" for studies/README.md)."""
+def section(name, tables, document="README.md"):
+    """The text of one section of `document`: made from the code, a table, a figure (linked from the
+    document's folder), or a file spliced as it is."""
     if name in SECTIONS:
         return SECTIONS[name]()
     path, _, part = name.partition("#")  # PATH#last: the file's last line only
     if path not in tables and not os.path.exists(os.path.join(ROOT, path)):
         return f"*Not run yet: `{MAKERS.get(path, 'python report.py')}` makes `{path}`.*\n"
     if path in FIGURES:
-        return f"![{FIGURES[path]}]({up}{path})\n"
+        return f"![{FIGURES[path][0]}]({'../' * document.count('/')}{path})\n"
     if path in tables:
         return tables[path]
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
@@ -104,8 +104,7 @@ def section(name, tables, up=""):
 
 def render(text, tables, document="README.md"):
     """`text` (of `document`) with every section rewritten."""
-    up = "../" * document.count("/")
-    return MARKER.sub(lambda m: m.group(1) + section(m.group(2), tables, up) + m.group(4), text)
+    return MARKER.sub(lambda m: m.group(1) + section(m.group(2), tables, document) + m.group(4), text)
 
 
 def stale(tables):
@@ -122,8 +121,7 @@ def stale(tables):
     for document in DOCUMENTS:
         with open(os.path.join(ROOT, document), encoding="utf-8") as f:
             text = f.read()
-        up = "../" * document.count("/")
-        names = [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section(m.group(2), tables, up)]
+        names = [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section(m.group(2), tables, document)]
         found += [f"{document} ({', '.join(names)})"] if names else []
     return found
 

@@ -113,12 +113,14 @@ def tables(folder):
     sizes = sorted({r["n"] for r in rows})
     names = {n: "0 (not adapted)" if n == 0 else f"{n:,} (all)" if n == sizes[-1] else f"{n:,}" for n in sizes}
     reference = {m: shift.mean_by_seed(others, m, corrupted) for m in "LG"}
-    lines = []
+    lines, verdicts = [], {m: {} for m in "LG"}
     for n in sizes:
         adapted = by_seed(rows, n, corrupted)
         paired = [common.paired_by_seed(adapted, reference[m]) for m in "LG"]
+        for m, p in zip("LG", paired):
+            verdicts[m][n] = stats.verdict(p["ci"])
         lines.append([names[n], len({r["draw"] for r in rows if r["n"] == n}), common.mean_ci(list(adapted.values())),
-                      *(cell for p in paired for cell in (common.signed_ci(p), stats.verdict(p["ci"])))])
+                      *(cell for m, p in zip("LG", paired) for cell in (common.signed_ci(p), verdicts[m][n]))])
     info, seeds = os.path.join(folder, "adabn.json"), len({r["seed"] for r in rows})
     made = common.provenance(read_json(info, MAKER)) if os.path.exists(info) else "\n"
     brief = markdown_table(["unlabeled target images n", "draws", "BatchNorm + AdaBN (95% CI)",
@@ -128,8 +130,6 @@ def tables(folder):
              *(f"{mean(shift.mean_by_seed(others, m, keep)):.2f}" for m in "LG")] for name, keep in groups(True)]
     header = ["corruption (mean over severities)", *(f"n = {names[n]}" for n in sizes), NORMS["L"], NORMS["G"]]
     sets = len({(r["corruption"], r["severity"]) for r in rows if corrupted(r)})
-    verdicts = {m: {n: stats.verdict(common.paired_by_seed(by_seed(rows, n, corrupted), reference[m])["ci"])
-                    for n in sizes} for m in "LG"}
     short = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes), "not below it from n ="],
                            [[f"{NORMS[m]}, all corrupted sets", *verdicts[m].values(), catches_up(verdicts[m])]
                             for m in "LG"], "l" + "l" * len(sizes) + "r")

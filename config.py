@@ -4,8 +4,7 @@
     config = RunConfig(norm="G", seed=3, groups=7)   # checked once, here
     config.label                                     # 'GroupNorm (7 groups)'
 
-utils.run, sweeps.sweep, the benchmarks and the studies all build one of these; it is saved with
-every result, labels derive from it, and (with utils.TRAINING_VERSION) it is a run's cache key.
+Saved with every result, the source of every label and (with utils.TRAINING_VERSION) a run's cache key.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ TRAIN_IMAGES, TEST_IMAGES, VALIDATION_IMAGES = 60_000, 10_000, 10_000  # MNIST's
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides what one training run computes, checked once when built.
-    Every variant trains with these defaults, so the comparison is about the norm alone."""
+    """Every variant trains with these defaults, so the comparison is about the norm alone."""
 
     norm: str = "B"              # 'B' BatchNorm, 'L' LayerNorm, 'G' GroupNorm (aliases work too)
     epochs: int = 20
@@ -34,8 +32,7 @@ class RunConfig:
     rotation: float = 7.0        # random rotation, degrees either way
     translation: float = 0.05    # random shift, fraction of the image size either way (1.4 px)
     elastic: float = 20.0        # elastic distortion, pixels (Simard et al. 2003)
-    clean_epochs: int | None = None  # the last N epochs train on the images as they are, unaugmented;
-    #                              None: 3 per 20 epochs, rounded down (3 for the recipe's 20; none under 7)
+    clean_epochs: int | None = None  # the last N epochs train unaugmented; None: 3 per 20 epochs, rounded down
     groups: int | None = None    # GroupNorm only; None: model.DEFAULT_GROUPS
     norm_batch: int | None = None  # BatchNorm only: statistics over ghost batches of this many images
     cuda_graph: bool = True      # on a GPU, replay each training step from a CUDA graph (CPU: eager)
@@ -55,22 +52,19 @@ class RunConfig:
                     test_limit=(1, VALIDATION_IMAGES if self.validation is True else TEST_IMAGES),
                     norm_batch=(1, TRAIN_IMAGES))
         for name, (low, high) in ints.items():
-            if name in ("train_limit", "test_limit", "norm_batch") and getattr(self, name) is None:
-                continue
-            _check_number(name, getattr(self, name), low, high, integer=True)
+            if getattr(self, name) is not None or name not in ("train_limit", "test_limit", "norm_batch"):
+                _check_number(name, getattr(self, name), low, high, integer=True)
         if self.clean_epochs is None:
             set_("clean_epochs", self.epochs * 3 // 20)
         _check_number("clean_epochs", self.clean_epochs, 0, self.epochs, integer=True)
-        floats = dict(max_lr=(1e-6, 10.0), weight_decay=(0.0, 1.0), rotation=(0.0, 180.0), translation=(0.0, 1.0),
-                      elastic=(0.0, 100.0))
-        for name, (low, high) in floats.items():
-            _check_number(name, getattr(self, name), low, high)
         if self.l1_lambda is None:
             set_("l1_lambda", 1e-5 if self.norm == "B" else 0.0)
-        _check_number("l1_lambda", self.l1_lambda, 0.0, 1.0)
+        floats = dict(max_lr=(1e-6, 10.0), weight_decay=(0.0, 1.0), rotation=(0.0, 180.0), translation=(0.0, 1.0),
+                      elastic=(0.0, 100.0), l1_lambda=(0.0, 1.0))
+        for name, (low, high) in floats.items():
+            _check_number(name, getattr(self, name), low, high)
         if self.norm == "G":
-            set_("groups", DEFAULT_GROUPS if self.groups is None else self.groups)
-            check_groups(self.groups)
+            set_("groups", check_groups(DEFAULT_GROUPS if self.groups is None else self.groups))
         elif self.groups is not None:
             raise ValueError(f"groups={self.groups!r} applies to GroupNorm ('G') only, not norm={self.norm!r}")
         if self.norm_batch is not None and self.norm != "B":
@@ -83,10 +77,10 @@ class RunConfig:
     @classmethod
     def build(cls, **settings):
         """RunConfig(**settings), with a message listing the valid names for an unknown one."""
-        unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(cls)})
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(settings) - set(names))
         if unknown:
-            raise ValueError(f"unknown setting(s) {unknown}; a run takes "
-                             f"{', '.join(field.name for field in dataclasses.fields(cls))}")
+            raise ValueError(f"unknown setting(s) {unknown}; a run takes {', '.join(names)}")
         return cls(**settings)
 
     def net(self):
@@ -105,7 +99,6 @@ class RunConfig:
 
 
 def _check_number(name, value, low, high, integer=False):
-    """Raise ValueError naming `name` unless value is a number (not a bool) in [low, high]."""
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
         what, bounds = ("an integer", f"{low:,} to {high:,}") if integer else ("a number", f"{low:g} to {high:g}")

@@ -1,15 +1,12 @@
 """The GPU fast paths: training steps replayed from CUDA graphs.
 
-A network of 8,000 parameters is launch-bound on a GPU: each step is hundreds of tiny kernels,
-and eager PyTorch spends longer launching them than the GPU spends running them. A CUDA graph
-records them once and replays them with one launch.
-- GraphStep (one run, utils.setup): forward, loss with L1 and backward in a graph; the optimizer
-  steps outside it, with OneCycleLR's Python numbers.
-- CapturedStep and OneCycleTables (grouped.train_group): the whole step in a graph, augmentation
-  and AdamW included. A graph freezes Python numbers at capture, so the lr and AdamW's beta1, which
-  OneCycleLR changes every step, are device tensors that the step fills from precomputed tables at
-  a device step counter. The captured step is the eager step function, captured: the CPU, and any
-  step no graph covers, runs that same function.
+A network of 8,000 parameters is launch-bound on a GPU: eager PyTorch spends longer launching each
+step's hundreds of tiny kernels than the GPU spends running them. A CUDA graph replays them with one launch.
+- GraphStep (utils.setup): forward, loss and backward in a graph; the optimizer steps outside it.
+- CapturedStep and OneCycleTables (grouped.train_group): the whole step in a graph, augmentation and AdamW
+  included. A graph freezes Python numbers at capture, so the lr and beta1, which OneCycleLR changes every
+  step, are device tensors filled from precomputed tables at a device step counter. The graph captures the
+  eager step function, which the CPU, and any step no graph covers, runs as it is.
 """
 
 import collections
@@ -19,15 +16,10 @@ import torch
 
 
 class GraphStep:
-    """step(images, labels) for full batches: forward_backward replayed from a CUDA graph,
-    then optimizer.step(); the same maths as `step`, the eager train step, which it falls back to.
-
-    The first WARMUP full batches run `step` eagerly on a side stream (as the CUDA graph docs
-    ask); then forward_backward is captured once, with .grad unset so that backward writes
-    fresh gradients into the graph's memory on every replay (equivalent to zeroing them).
-    Batches of another size (the last of an epoch) run `step` eagerly. If capture fails, it
-    says so in one line and stays eager.
-    """
+    """step(images, labels): forward_backward replayed from a CUDA graph, then optimizer.step(); the maths
+    of `step`, the eager train step, which runs the first WARMUP full batches (on a side stream), batches
+    of another size, and all of them if capture fails (said in one line). Captured with .grad unset, so
+    that backward writes fresh gradients into the graph's memory on every replay (as zeroing them would)."""
 
     WARMUP = 3
 
@@ -81,9 +73,8 @@ def on_side_stream(function, *args):
 
 @functools.lru_cache(maxsize=16)  # stepping the scheduler takes a second or two for 20 epochs
 def one_cycle_tables(max_lr, epochs, steps_per_epoch):
-    """((lr,), (beta1,)) at every step as utils.setup's OneCycleLR sets them on AdamW: entry k is
-    what step k uses, the last (index epochs * steps_per_epoch) what the group holds after the
-    final step. Read off a throwaway scheduler on a one-parameter AdamW, on the CPU."""
+    """((lr,), (beta1,)) as utils.setup's OneCycleLR sets them: entry k is what step k uses, the last what
+    the group holds after the final step. Read off a throwaway scheduler on a one-parameter AdamW."""
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=max_lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
                                                     steps_per_epoch=steps_per_epoch)
@@ -98,10 +89,9 @@ def one_cycle_tables(max_lr, epochs, steps_per_epoch):
 
 
 class OneCycleTables:
-    """OneCycleLR for an AdamW whose steps may be graph replays: every param group's lr and beta1
-    become views of one device tensor (float64, as the Python numbers are), which apply() fills
-    from the tables at the device step counter. .lrs and .beta1s keep the Python tables (the lr
-    after epoch e, as a history records it, is lrs[e * steps_per_epoch])."""
+    """OneCycleLR for an AdamW whose steps may be graph replays: every param group's lr and beta1 are views
+    of one float64 device tensor (as precise as the Python numbers), which apply() fills from the tables at
+    the device step counter. .lrs and .beta1s keep the Python tables (lr after epoch e: lrs[e * steps_per_epoch])."""
 
     def __init__(self, optimizer, max_lr, epochs, steps_per_epoch):
         self.lrs, self.beta1s = one_cycle_tables(max_lr, epochs, steps_per_epoch)
@@ -119,12 +109,10 @@ class OneCycleTables:
 
 
 class CapturedStep:
-    """step(index, key), a whole training step, replayed from a CUDA graph per key and shape of
-    `index`: `step` reads all else from tensors it updates in place (data, network, optimizer,
-    tables, totals) and draws from `generators`, which each graph registers, so that replay i
-    draws what eager call i would. Each (key, shape) runs WARMUP times eagerly on a side stream,
-    is captured on a static copy of `index` (nothing runs then), and is replayed from then on. If
-    capture fails, it says so in one line and stays eager."""
+    """step(index, key), a whole training step, replayed from a CUDA graph per key and shape of `index`:
+    `step` reads all else from tensors it updates in place and draws from `generators`, which each graph
+    registers, so that replay i draws what eager call i would. Each (key, shape) runs WARMUP times eagerly
+    on a side stream, then is captured on a static copy of `index`; if capture fails, it says so and stays eager."""
 
     WARMUP = 3
 

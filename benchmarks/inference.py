@@ -3,11 +3,10 @@
     python -m benchmarks.inference > benchmarks/inference.txt
     python -m benchmarks.inference --quick     # a few calls each: checks that it runs, times nothing
 
-Four networks, the committed trained ones (Net.pretrained; an untrained Net where one is missing):
-BatchNorm as trained, BatchNorm folded into the convolutions before it (Net.fused()), LayerNorm and
-GroupNorm. Each runs eager (under torch.inference_mode) and as TorchScript. The calls are timed in
-rounds that visit every network and form in turn, so that the drift of a shared machine falls on
-all of them alike; only figures from one invocation compare.
+The committed networks (Net.pretrained), BatchNorm also folded into the convolutions before it
+(Net.fused()), each eager (under torch.inference_mode) and as TorchScript, timed in rounds that visit
+every network and form in turn, so that the drift of a shared machine falls on all of them alike;
+only figures from one invocation compare.
 """
 
 import argparse
@@ -49,9 +48,8 @@ def torchscript(net, example):
 
 @torch.inference_mode()
 def measure(models, x, threads, rounds, calls, warmup):
-    """{name: [seconds of each call]} of every model (name -> callable) on x, on `threads` threads:
-    `warmup` calls each first, then `rounds` rounds of `calls` calls of every model in turn. On a
-    GPU each call is timed to the end of its kernels."""
+    """{name: [seconds of each call]} of every model (name -> callable) on x: `warmup` calls each, then
+    `rounds` rounds of `calls` calls of every model in turn. On a GPU each call is timed to the end of its kernels."""
     torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for model in models.values():
@@ -67,12 +65,6 @@ def measure(models, x, threads, rounds, calls, warmup):
                 sync()
                 seconds[name].append(time.perf_counter() - start)
     return seconds
-
-
-def spread(values):
-    """(median, 10th percentile, 90th percentile)."""
-    deciles = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
-    return statistics.median(values), deciles[0], deciles[-1]
 
 
 def main(argv=None):
@@ -107,23 +99,24 @@ def main(argv=None):
           f"from the median of {bulk[0] * bulk[1]} calls; TorchScript built in {build:.1f} s per network")
     print(f"{'':17s} {'latency, eager':>24s} {'latency, TorchScript':>24s} {'images/s, eager':>16s} "
           f"{'images/s, TorchScript':>22s}")
-    summary = {}
+    forms = ("eager", "TorchScript")
+    spreads = {}  # µs: median, 10th and 90th percentile
+    for key, seconds in latency.items():
+        deciles = statistics.quantiles(seconds, n=10)
+        spreads[key] = [1e6 * v for v in (statistics.median(seconds), deciles[0], deciles[-1])]
+    rates = {key: bulk_size / statistics.median(seconds) for key, seconds in throughput.items()}
     for name in NETWORKS:
-        cells, row = [], []
-        for form in ("eager", "TorchScript"):
-            median, low, high = (1e6 * v for v in spread(latency[(name, form)]))
-            rate = bulk_size / statistics.median(throughput[(name, form)])
-            summary[(name, form)] = median, rate
-            cells.append(f"{median:.0f} ({low:.0f}-{high:.0f})")
-            row.append(f"{rate:,.0f}")
-        print(f"{name:17s} {cells[0]:>24s} {cells[1]:>24s} {row[0]:>16s} {row[1]:>22s}")
+        cells = ["{:.0f} ({:.0f}-{:.0f})".format(*spreads[name, form]) for form in forms]
+        print(f"{name:17s} {cells[0]:>24s} {cells[1]:>24s} {rates[name, 'eager']:>16,.0f} "
+              f"{rates[name, 'TorchScript']:>22,.0f}")
 
-    def ratio(form, other, i):  # folded BatchNorm's median latency (i=0) or throughput (i=1) over other's
-        return f"{summary[('BatchNorm folded', form)][i] / summary[(other, form)][i]:.2f}x"
+    def ratios(values, form):  # folded BatchNorm's over LayerNorm's, over GroupNorm's
+        return ", ".join(f"{values['BatchNorm folded', form] / values[other, form]:.2f}x"
+                         for other in ("LayerNorm", "GroupNorm"))
 
+    medians = {key: values[0] for key, values in spreads.items()}
     print("folded BatchNorm / LayerNorm, / GroupNorm: " + "; ".join(
-        f"{form} latency {ratio(form, 'LayerNorm', 0)}, {ratio(form, 'GroupNorm', 0)}, throughput "
-        f"{ratio(form, 'LayerNorm', 1)}, {ratio(form, 'GroupNorm', 1)}" for form in ("eager", "TorchScript")))
+        f"{form} latency {ratios(medians, form)}, throughput {ratios(rates, form)}" for form in forms))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """Evidence for the L1 weight: the BatchNorm variant trained with several lambdas, everything else
 at the recipe's defaults, on the validation split (the last 10,000 training images held out): a
 check of the λ = 1e-5 that an earlier seed-1 sweep chose on the test set. Runs go through
-sweeps.sweep (kept in runs/). Prints, per λ, the mean final validation accuracy with its 95% CI,
-the difference from λ = 1e-5 paired by seed, and the size of the L1 term at the end.
+sweeps.sweep (kept in runs/); the differences from λ = 1e-5 are paired by seed.
 
     python -m benchmarks.l1_sweep                       # lambdas 0, 1e-5, 1e-4, 1e-3; seeds 1-5
     python -m benchmarks.l1_sweep --lambdas 0 1e-4 --seeds 1 2 3
@@ -15,7 +14,7 @@ import statistics
 import sweeps
 import utils
 from files import ROOT, markdown_table, run_info, short_commit
-from studies import common, stats
+from studies import common
 
 RECIPE = utils.RunConfig(norm="B").l1_lambda
 
@@ -33,16 +32,16 @@ def main():
     pairs = sweeps.sweep(runs, results_dir=args.results_dir, root=os.path.join(ROOT, "data"), progress=False,
                          return_models=True)
     info = run_info(None)
-    by_lambda = {l1: {run["seed"]: (model, history) for run, (model, history) in zip(runs, pairs) if run["l1_lambda"] == l1}
+    by_lambda = {l1: {run["seed"]: pair for run, pair in zip(runs, pairs) if run["l1_lambda"] == l1}
                  for l1 in args.lambdas}
-    accuracy = {l1: {seed: h["test_accuracy"][-1] for seed, (_, h) in runs_.items()} for l1, runs_ in by_lambda.items()}
+    accuracy = {l1: {seed: h["test_accuracy"][-1] for seed, (_, h) in by_seed.items()}
+                for l1, by_seed in by_lambda.items()}
     rows = []
-    for l1, runs_ in by_lambda.items():
-        paired = common.paired_by_seed(accuracy[l1], accuracy[RECIPE])
+    for l1, by_seed in by_lambda.items():
+        versus = ["", ""] if l1 == RECIPE else common.compared(accuracy[l1], accuracy[RECIPE])
         rows.append([f"{l1:g}" + (" (the recipe)" if l1 == RECIPE else ""), common.mean_ci(list(accuracy[l1].values())),
-                     "" if l1 == RECIPE else common.signed_ci(paired), "" if l1 == RECIPE else stats.verdict(paired["ci"]),
-                     f"{statistics.mean(h['test_loss'][-1] for _, h in runs_.values()):.4f}",
-                     f"{statistics.mean(l1 * utils.l1_penalty(m).item() for m, _ in runs_.values()):.4f}"])
+                     *versus, f"{statistics.mean(h['test_loss'][-1] for _, h in by_seed.values()):.4f}",
+                     f"{statistics.mean(l1 * utils.l1_penalty(m).item() for m, _ in by_seed.values()):.4f}"])
     print(f"BatchNorm variant, the recipe's defaults but λ, validation split, seeds {args.seeds}; "
           f"{info['device']}, torch {info['torch']}, commit {short_commit(info['git_commit'])}")
     print(markdown_table(["λ (sum form)", "final validation accuracy (95% CI)", f"− λ={RECIPE:g}, paired by seed",

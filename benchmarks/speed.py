@@ -3,14 +3,13 @@
     python -m benchmarks.speed                # 3 repeats of each, every one in a process of its own
     python -m benchmarks.speed --repeats 5
 
-(a) reference: the textbook loop: torchvision MNIST with per-sample RandomRotation(7), ToTensor and
-    Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01, momentum 0.9), fp32,
-    a test pass in batches of 128; the same network as ours (model.Net).
-(b) ours: utils.run with the recipe's defaults (data as tensors on the device, batched augmentation
-    with elastic distortion, AdamW, the L1 term for BatchNorm), one epoch.
-Each epoch (60,000 training images and a test pass over 10,000) runs in a fresh process, the two
-kinds alternating, so neither inherits the other's threads or caches; the median is reported
-because single epochs vary by 20% on a shared machine. Only ratios from one invocation compare.
+The reference is the textbook loop: torchvision MNIST with per-sample RandomRotation(7), ToTensor and
+Normalize in a DataLoader (2 workers, batch 128, shuffled), SGD (lr 0.01, momentum 0.9), fp32, the same
+network (model.Net); ours is utils.run with the recipe's defaults (tensors on the device, batched
+augmentation with elastic distortion, AdamW, L1 for BatchNorm). Each epoch (60,000 training images and a
+test pass over 10,000) runs in a fresh process, the two kinds alternating, so neither inherits the
+other's threads or caches; the median is reported because single epochs vary by 20% on a shared
+machine. Only ratios from one invocation compare.
 """
 
 import argparse
@@ -62,22 +61,18 @@ def ours_epoch(norm, root):
     return history["seconds"][0], history["test_accuracy"][0]
 
 
-def one(kind, norm):
-    """Time one epoch of `kind` in this process; prints it as JSON."""
-    root = os.path.join(ROOT, "data")
-    mnist.load_mnist(root)  # verified raw files (torchvision reads the same ones)
-    seconds, accuracy = (reference_epoch if kind == "reference" else ours_epoch)(norm, root)
-    print(json.dumps({"seconds": seconds, "accuracy": accuracy}))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="epochs of each kind, each in its own process")
     parser.add_argument("--norm", default="B", help="the variant timed (default B, with its L1 term)")
     parser.add_argument("--one", choices=["reference", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        return one(args.one, args.norm)
+    if args.one:  # one epoch in this process, printed as JSON
+        root = os.path.join(ROOT, "data")
+        mnist.load_mnist(root)  # verified raw files (torchvision reads the same ones)
+        seconds, accuracy = (reference_epoch if args.one == "reference" else ours_epoch)(args.norm, root)
+        print(json.dumps({"seconds": seconds, "accuracy": accuracy}))
+        return
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: time at least one epoch")
     info = run_info("cpu")
@@ -89,16 +84,16 @@ def main():
             start = time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--one", kind, "--norm", args.norm],
                                  cwd=ROOT, capture_output=True, text=True, check=True)
-            times[kind].append({**json.loads(out.stdout.strip().splitlines()[-1]), "process": time.perf_counter() - start})
+            times[kind].append({**json.loads(out.stdout.strip().splitlines()[-1]),
+                                "process": time.perf_counter() - start})
+    median = {kind: statistics.median(t["seconds"] for t in runs) for kind, runs in times.items()}
     for kind, label in (("reference", "reference (textbook loop)"), ("ours", "ours (utils.run)")):
         seconds = [t["seconds"] for t in times[kind]]
-        print(f"{label:26s} median {statistics.median(seconds):6.2f} s/epoch ({60000 / statistics.median(seconds):6.0f} "
-              f"images/s), min {min(seconds):.2f} s, max {max(seconds):.2f} s over {len(seconds)} epochs; whole process "
-              f"median {statistics.median(t['process'] for t in times[kind]):.1f} s; test accuracy after 1 epoch "
+        print(f"{label:26s} median {median[kind]:6.2f} s/epoch ({60000 / median[kind]:6.0f} images/s), min "
+              f"{min(seconds):.2f} s, max {max(seconds):.2f} s over {len(seconds)} epochs; whole process median "
+              f"{statistics.median(t['process'] for t in times[kind]):.1f} s; test accuracy after 1 epoch "
               f"{times[kind][0]['accuracy']:.2f}%")
-    ratio = statistics.median(t["seconds"] for t in times["reference"]) / statistics.median(t["seconds"] for t in times["ours"])
-    print(f"speed-up (ratio of the median epochs): {ratio:.2f}x")
-
+    print(f"speed-up (ratio of the median epochs): {median['reference'] / median['ours']:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -4,13 +4,12 @@
 
 AdaBN (Li et al. 2016) recomputes BatchNorm's running statistics on target images; the shift study
 uses all 10,000 of each corrupted test set. Here each BatchNorm model is adapted on n images of each
-of the shift study's sets, drawn with fixed seeds (DRAWS per n; draw d is the first n of one
-permutation seeded d, the same for every set and model), and scored on the whole set; n = 0 is the
-model unadapted. Each model's scores are kept beside its run in runs/, so a second call reads them.
+of the shift study's sets (DRAWS per n, fixed draws, the same for every set and model) and scored on
+the whole set; n = 0 is the model unadapted. Each model's scores are kept beside its run in runs/.
 
-Writes Images/adabn.csv (seed, corruption, severity, n, draw, test_accuracy), Images/adabn.json,
-Images/adabn.png and the tables Images/tables/adabn_brief.md, adabn.md and adabn_full.md, which pair each seed with
-its LayerNorm and GroupNorm models in Images/shift.csv.
+Writes, in Images/: adabn.csv (seed, corruption, severity, n, draw, test_accuracy), adabn.json, adabn.png
+and the tables tables/adabn_brief.md, adabn.md and adabn_full.md, which pair each seed with its LayerNorm
+and GroupNorm models in shift.csv.
 """
 
 import os
@@ -40,7 +39,8 @@ def plan(total):
 def draw(n, number, total):
     """The indices of draw `number` of n of `total` images: the first n of a permutation seeded by
     `number` (all images, in order, for n = total)."""
-    return torch.arange(total) if n >= total else torch.randperm(total, generator=torch.Generator().manual_seed(number))[:n]
+    generator = torch.Generator().manual_seed(number)
+    return torch.arange(total) if n >= total else torch.randperm(total, generator=generator)[:n]
 
 
 def adapt(model, images, n, number):
@@ -62,9 +62,8 @@ def score(seed, model, x, y):
 
 
 def score_cached(models, x, y, results_dir, test_limit=None):
-    """score() of every {seed: model}, one model at a time, each kept beside its run in results_dir
-    (keyed by its weights and the scoring) as it is done, so that a second call only reads them;
-    rows in the models' order, each in score()'s order."""
+    """score() of every {seed: model}, each kept in results_dir (keyed by its weights and both scoring
+    versions) as soon as it is done, so that a second call only reads them; rows in the models' order."""
     paths = {seed: common.score_path(results_dir, "B", seed, model, "adabn", shift.SCORING_VERSION, ADABN_VERSION,
                                      test_limit) for seed, model in models.items()}
     for seed, model in models.items():
@@ -84,16 +83,6 @@ def by_seed(rows, n, keep):
     return {seed: float(np.mean([np.mean(v) for v in by_set.values()])) for seed, by_set in sets.items()}
 
 
-def corrupted(r):
-    return r["corruption"] != "none"
-
-
-def groups(clean):
-    """[(name, keep(row))]: each corruption (with the clean set if `clean`), then all corrupted sets."""
-    return ([(c, lambda r, c=c: r["corruption"] == c) for c in shift.CORRUPTIONS if clean or c != "none"]
-            + [("all corrupted sets", corrupted)])
-
-
 def catches_up(verdicts):
     """The smallest n from which no verdict ({n: verdict}) is "lower", as text; "—" if the largest is."""
     sizes = sorted(verdicts)
@@ -107,60 +96,60 @@ def mean(values_by_seed):
 
 def tables(folder):
     """adabn.md: per n, AdaBN over all corrupted sets and its difference from LayerNorm and GroupNorm
-    (paired by seed, with the verdict its CI supports); adabn_full.md: per corruption and n."""
+    (paired by seed, with the verdict its CI supports); adabn_brief.md: those verdicts in a row per
+    norm; adabn_full.md: per corruption and n."""
     rows = read_csv(os.path.join(folder, "adabn.csv"), MAKER)
     others = read_csv(os.path.join(folder, "shift.csv"), shift.MAKER)
     sizes = sorted({r["n"] for r in rows})
     names = {n: "0 (not adapted)" if n == 0 else f"{n:,} (all)" if n == sizes[-1] else f"{n:,}" for n in sizes}
-    reference = {m: shift.mean_by_seed(others, m, corrupted) for m in "LG"}
+    reference = {m: shift.mean_by_seed(others, m, shift.corrupted) for m in "LG"}
     lines, verdicts = [], {m: {} for m in "LG"}
     for n in sizes:
-        adapted = by_seed(rows, n, corrupted)
-        paired = [common.paired_by_seed(adapted, reference[m]) for m in "LG"]
-        for m, p in zip("LG", paired):
-            verdicts[m][n] = stats.verdict(p["ci"])
+        adapted = by_seed(rows, n, shift.corrupted)
+        cells = {m: common.compared(adapted, reference[m]) for m in "LG"}  # [a − b with its CI, verdict]
+        for m in "LG":
+            verdicts[m][n] = cells[m][1]
         lines.append([names[n], len({r["draw"] for r in rows if r["n"] == n}), common.mean_ci(list(adapted.values())),
-                      *(cell for m, p in zip("LG", paired) for cell in (common.signed_ci(p), verdicts[m][n]))])
+                      *cells["L"], *cells["G"]])
     info, seeds = os.path.join(folder, "adabn.json"), len({r["seed"] for r in rows})
     made = common.provenance(read_json(info, MAKER)) if os.path.exists(info) else "\n"
-    brief = markdown_table(["unlabeled target images n", "draws", "BatchNorm + AdaBN (95% CI)",
-                            *(h for m in "LG" for h in (f"− {NORMS[m]} (95% CI)", "verdict"))], lines, "rrrrlrl")
-    full = [["none (clean)" if name == "none" else f"**{name}**" if keep is corrupted else name,
-             *(f"{mean(by_seed(rows, n, keep)):.2f}" for n in sizes),
-             *(f"{mean(shift.mean_by_seed(others, m, keep)):.2f}" for m in "LG")] for name, keep in groups(True)]
-    header = ["corruption (mean over severities)", *(f"n = {names[n]}" for n in sizes), NORMS["L"], NORMS["G"]]
-    sets = len({(r["corruption"], r["severity"]) for r in rows if corrupted(r)})
-    short = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes), "not below it from n ="],
+    sets = len({(r["corruption"], r["severity"]) for r in rows if shift.corrupted(r)})
+    main = markdown_table(["unlabeled target images n", "draws", "BatchNorm + AdaBN (95% CI)",
+                           *(h for m in "LG" for h in (f"− {NORMS[m]} (95% CI)", "verdict"))], lines, "rrrrlrl")
+    brief = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes),
+                            "not below it from n ="],
                            [[f"{NORMS[m]}, all corrupted sets", *verdicts[m].values(), catches_up(verdicts[m])]
                             for m in "LG"], "l" + "l" * len(sizes) + "r")
-    return {"adabn_brief.md": short + f"\nPaired by seed over {seeds} seeds (95% CI); n = 0 is BatchNorm not adapted, "
+    full = [["none (clean)" if name == "none" else f"**{name}**" if keep is shift.corrupted else name,
+             *(f"{mean(by_seed(rows, n, keep)):.2f}" for n in sizes),
+             *(f"{mean(shift.mean_by_seed(others, m, keep)):.2f}" for m in "LG")] for name, keep in shift.groups(True)]
+    header = ["corruption (mean over severities)", *(f"n = {names[n]}" for n in sizes), NORMS["L"], NORMS["G"]]
+    return {"adabn_brief.md": brief + f"\nPaired by seed over {seeds} seeds (95% CI); n = 0 is BatchNorm not adapted, "
             f"n = {sizes[-1]:,} the whole set; the last column: the smallest n from which no verdict is \"lower\" "
             "(— if AdaBN is still lower with every image).\n",
-            "adabn.md": brief + f"\nAccuracy in points over the {sets} corrupted sets of the shift study, each scored "
+            "adabn.md": main + f"\nAccuracy in points over the {sets} corrupted sets of the shift study, each scored "
             f"whole; per seed the mean over draws, then over sets; 95% CIs over {seeds} seeds, differences paired by "
             "seed with Images/shift.csv. " + made,
-            "adabn_full.md": markdown_table(header, full) + f"\nAccuracy in points, the mean over {seeds} seeds of each "
-            "seed's mean over draws, then over severities; LayerNorm and GroupNorm from Images/shift.csv. " + made}
+            "adabn_full.md": markdown_table(header, full) + f"\nAccuracy in points, the mean over {seeds} seeds of "
+            "each seed's mean over draws, then over severities; LayerNorm and GroupNorm from Images/shift.csv. " + made}
 
 
 def plot(rows, others):
-    """AdaBN's accuracy against n (log axis), one line per corruption (mean over its severities) and
-    all corrupted sets, mean over seeds with a 95% CI band; LayerNorm, GroupNorm and the unadapted
-    BatchNorm over all corrupted sets as horizontal lines."""
+    """AdaBN's accuracy against n, a line (mean and 95% CI over seeds) per corruption and for all corrupted
+    sets; LayerNorm, GroupNorm and the unadapted BatchNorm over all corrupted sets as horizontal lines."""
     import matplotlib.pyplot as plt
-
     sizes = sorted({r["n"] for r in rows if r["n"] > 0})
     fig, ax = plt.subplots(figsize=(8, 5))
     palette = [c for i, c in enumerate(plt.cm.tab10.colors) if i != 7]  # gray is the reference lines'
-    for i, (name, keep) in enumerate(groups(False)):
-        color = "black" if keep is corrupted else palette[i % len(palette)]
+    for i, (name, keep) in enumerate(shift.groups(False)):
+        color = "black" if keep is shift.corrupted else palette[i % len(palette)]
         described = [stats.describe(list(by_seed(rows, n, keep).values())) for n in sizes]
         ax.plot(sizes, [d["mean"] for d in described], marker="o", markersize=3, label=name, color=color,
-                linewidth=2.5 if keep is corrupted else 1.2)
+                linewidth=2.5 if keep is shift.corrupted else 1.2)
         ax.fill_between(sizes, *np.array([d["ci"] for d in described]).T, color=color, alpha=0.12)
-    for values, name, style in ((shift.mean_by_seed(others, "L", corrupted), NORMS["L"], "--"),
-                                (shift.mean_by_seed(others, "G", corrupted), NORMS["G"], "-."),
-                                (by_seed(rows, 0, corrupted), "BatchNorm, not adapted", ":")):
+    for values, name, style in ((shift.mean_by_seed(others, "L", shift.corrupted), NORMS["L"], "--"),
+                                (shift.mean_by_seed(others, "G", shift.corrupted), NORMS["G"], "-."),
+                                (by_seed(rows, 0, shift.corrupted), "BatchNorm, not adapted", ":")):
         ax.axhline(mean(values), color="gray", linestyle=style, label=f"{name}, all corrupted sets")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
@@ -173,15 +162,16 @@ def plot(rows, others):
 
 def redraw(folder):
     common.write_tables(folder, tables(folder))
-    rows, others = (read_csv(os.path.join(folder, name), maker) for name, maker in (("adabn.csv", MAKER),
-                                                                                    ("shift.csv", shift.MAKER)))
+    rows = read_csv(os.path.join(folder, "adabn.csv"), MAKER)
+    others = read_csv(os.path.join(folder, "shift.csv"), shift.MAKER)
     utils.save_figure(plot(rows, others), os.path.join(folder, "adabn.png"))
 
 
 def main():
     args = common.parse(common.parser(__doc__, seeds=list(range(1, 21))))
     if not os.path.exists(os.path.join(args.images, "shift.csv")):
-        raise SystemExit(f"{args.images}/shift.csv is missing: run `{shift.MAKER}` first (LayerNorm and GroupNorm's scores)")
+        raise SystemExit(f"{args.images}/shift.csv is missing: run `{shift.MAKER}` first "
+                         "(LayerNorm and GroupNorm's scores)")
     if not args.redraw:
         runs = [dict(norm="B", seed=seed) for seed in args.seeds]
         pairs, info = common.sweep(runs, args)

@@ -9,9 +9,8 @@ k does not enter their computation, so their runs (and k = 128) are the seeds st
 check: real batches of 16 and 32 images for all three norms (seeds 1-3), with AdamW's learning
 rate scaled by the square root of the batch size (0.01 * sqrt(b / 128)).
 
-Writes Images/batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy),
-Images/batch_size.json (what produced it), Images/batch_size.png and the tables
-Images/tables/batch_size.md and batch_size_real.md.
+Writes, in Images/: batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy),
+batch_size.json (what produced it), batch_size.png and the tables tables/batch_size.md and batch_size_real.md.
 """
 
 import math
@@ -64,28 +63,25 @@ def tables(folder):
     ghost = []
     for k in sizes:
         batch = scores(rows, "B", "ghost", k)
-        own, against = common.paired_by_seed(batch, largest), common.paired_by_seed(batch, group)
-        ghost.append([k, common.mean_ci(list(batch.values())),
-                      common.signed_ci(own) if k != sizes[-1] else "(reference)", stats.verdict(own["ci"]) if k != sizes[-1] else "",
-                      common.signed_ci(against), stats.verdict(against["ci"])])
-    seeds = len(largest)
-    info = read_json(os.path.join(folder, "batch_size.json"), MAKER)
+        own = common.compared(batch, largest) if k != sizes[-1] else ["(reference)", ""]
+        ghost.append([k, common.mean_ci(list(batch.values())), *own, *common.compared(batch, group)])
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
-            + f"\nFinal test accuracy (%), {seeds} seeds per k, differences in points paired by seed. LayerNorm "
+            + f"\nFinal test accuracy (%), {len(largest)} seeds per k, differences in points paired by seed. LayerNorm "
             f"{common.mean_ci(list(layer.values()))} and GroupNorm {common.mean_ci(list(group.values()))} normalize "
-            f"each image by itself, so k does not enter them. " + common.provenance(info))
+            f"each image by itself, so k does not enter them. "
+            + common.provenance(read_json(os.path.join(folder, "batch_size.json"), MAKER)))
     real_sizes = sorted({r["batch_size"] for r in rows if r["kind"] == "real"})
     real_seeds = sorted({r["seed"] for r in rows if r["kind"] == "real"})
     real = []
-    for size, kind in [(s, "real") for s in real_sizes] + [(sizes[-1], "ghost")]:
+    for size, kind in [(s, "real") for s in real_sizes] + [(sizes[-1], "ghost")]:  # the recipe's batch last
         by_norm = {n: {s: v for s, v in scores(rows, n, kind, size).items() if s in real_seeds} for n in NORMS}
-        against = common.paired_by_seed(by_norm["B"], by_norm["G"])
-        lr = next(r["max_lr"] for r in rows if r["kind"] == kind and r["batch_size" if kind == "real" else "norm_batch"] == size)
+        key = "batch_size" if kind == "real" else "norm_batch"
+        lr = next(r["max_lr"] for r in rows if r["kind"] == kind and r[key] == size)
         real.append([f"{size}" + (" (the recipe)" if kind == "ghost" else ""), f"{lr:g}",
-                     *(common.mean_ci(list(by_norm[n].values())) for n in NORMS), common.signed_ci(against),
-                     stats.verdict(against["ci"])])
+                     *(common.mean_ci(list(by_norm[n].values())) for n in NORMS),
+                     *common.compared(by_norm["B"], by_norm["G"])])
     real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
@@ -98,17 +94,16 @@ def plot(rows, labels):
     with 95% CIs, LayerNorm and GroupNorm as bands (mean and CI: k does not enter them), and the
     real batches as open markers."""
     import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
     for norm, label in labels.items():
         described = {k: stats.describe([100 - v for v in scores(rows, norm, "ghost", k).values()])
                      for k in sizes if scores(rows, norm, "ghost", k)}
         if norm == "B":
-            means = [d["mean"] for d in described.values()]
-            errors = [[d["mean"] - d["ci"][0] for d in described.values()], [d["ci"][1] - d["mean"] for d in described.values()]]
-            line = ax.errorbar(list(described), means, yerr=errors, marker="o", capsize=3, label=f"{label} (ghost batches)")
-            color = line[0].get_color()
+            mean = np.array([d["mean"] for d in described.values()])
+            low, high = np.array([d["ci"] for d in described.values()]).T
+            color = ax.errorbar(list(described), mean, yerr=[mean - low, high - mean], marker="o", capsize=3,
+                                label=f"{label} (ghost batches)")[0].get_color()
         else:
             d = described[sizes[-1]]
             color = ax.axhline(d["mean"], linestyle="--", label=f"{label} (the same at every k)").get_color()
@@ -120,9 +115,8 @@ def plot(rows, labels):
     ax.scatter([], [], facecolors="none", edgecolors="gray", s=60, label="real batch of that size, lr ∝ √batch")
     ax.set_xscale("log", base=2)
     ax.set_xticks(GHOST_SIZES, [str(k) for k in GHOST_SIZES])
-    ax.set_xlabel("images per normalization batch (log scale)")
-    ax.set_ylabel("final test error (%, last epoch)")
-    ax.set_title("Test error against the normalization batch (mean and 95% CI over seeds)")
+    ax.set(xlabel="images per normalization batch (log scale)", ylabel="final test error (%, last epoch)",
+           title="Test error against the normalization batch (mean and 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

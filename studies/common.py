@@ -1,5 +1,5 @@
 """What the study scripts share: their command line, the sweep they train through, their
-tables' format and the provenance sentence under each table. Run a study as a module from the
+tables' cells and the provenance sentence under each table. Run a study as a module from the
 repository's root, e.g. `python -m studies.seeds`."""
 
 import argparse
@@ -20,7 +20,6 @@ from model import state_digest
 from studies import stats
 
 IMAGES = os.path.join(ROOT, "Images")
-TABLES = "tables"  # each study's Markdown tables go to Images/tables/, which report.py splices
 
 
 def parser(doc, seeds):
@@ -72,11 +71,6 @@ def settings(args):
     return {name: value for name, value in names.items() if value is not None}
 
 
-def recipe(args):
-    """The recipe a study trains (RunConfig's defaults with the command line's settings), as saved."""
-    return {k: v for k, v in dataclasses.asdict(RunConfig(norm="B", **settings(args))).items() if k not in ("norm", "seed")}
-
-
 def sweep(runs, args):
     """Train (or load) `runs` through sweeps.sweep; returns ((model, history) pairs, info)."""
     start = time.perf_counter()
@@ -89,28 +83,28 @@ def sweep(runs, args):
                     mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
                     command=f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')} "
                             + shlex.join(sys.argv[1:]))
-    info["recipe"] = recipe(args)
+    recipe = dataclasses.asdict(RunConfig(norm="B", **settings(args)))  # what every run shares, as saved
+    info["recipe"] = {k: v for k, v in recipe.items() if k not in ("norm", "seed")}
     print(f"{len(runs)} runs in {seconds:.0f} s on {info['device']}")
     return pairs, info
 
 
 def write_tables(folder, tables):
-    """Each {name: Markdown} as folder/tables/name."""
+    """Each {name: Markdown} as folder/tables/name, where report.py finds it to splice."""
     for name, text in tables.items():
-        atomic_write(os.path.join(folder, TABLES, name), text)
+        atomic_write(os.path.join(folder, "tables", name), text)
 
 
 def provenance(info):
     """One sentence saying how a set of results was produced: command, time, machine, commit."""
     parameters = info.get("parameters", {})
     runs, trained, seconds = parameters.get("runs"), parameters.get("trained_runs"), parameters.get("sweep_seconds")
-    per_run = parameters.get("mean_run_seconds")
     if trained == runs and seconds:
         how = f"trained in {seconds / 60:.1f} min"
     else:  # some or all runs came from the cache: their own times say what training cost
         how = f"{trained} of its {runs} runs trained in that call, the rest loaded from the run cache"
-    return (f"Made by `{parameters.get('command')}` ({how}; {per_run / 60:.1f} min per run) on {info['device']}, "
-            f"torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
+    return (f"Made by `{parameters.get('command')}` ({how}; {parameters.get('mean_run_seconds') / 60:.1f} min per run) "
+            f"on {info['device']}, torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
 
 
 def mean_ci(values, digits=2):
@@ -118,16 +112,19 @@ def mean_ci(values, digits=2):
     return f"{d['mean']:.{digits}f} ({d['ci'][0]:.{digits}f} to {d['ci'][1]:.{digits}f})"
 
 
-def signed(value, digits=2):
-    return f"{value:+.{digits}f}".replace("-", "−")
-
-
 def signed_ci(r, digits=2):
     """A difference with its CI, e.g. '+0.03 (−0.01 to +0.07)'."""
-    return f"{signed(r['mean'], digits)} ({signed(r['ci'][0], digits)} to {signed(r['ci'][1], digits)})"
+    low, mean, high = (f"{v:+.{digits}f}".replace("-", "−") for v in (r["ci"][0], r["mean"], r["ci"][1]))
+    return f"{mean} ({low} to {high})"
 
 
 def paired_by_seed(a, b):
     """stats.paired over the seeds two {seed: value} dicts share."""
     seeds = sorted(set(a) & set(b))
     return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+
+
+def compared(a, b):
+    """The two cells of a paired comparison of {seed: value} dicts: a − b with its CI, and the verdict."""
+    r = paired_by_seed(a, b)
+    return [signed_ci(r), stats.verdict(r["ci"])]

@@ -2,11 +2,10 @@
 
     python -m studies.seeds              # 3 norms x seeds 1-20, 20 epochs; resumes from runs/
 
-Writes Images/seeds.csv (one row per run), Images/history.csv (every epoch of every run),
-Images/summary.json (per variant, with every seed's final accuracy in seed order, and what
-produced them), Images/test_loss.png and Images/test_accuracy.png (Graph 1 and 2: the mean over
-seeds with a ±1 sd band), Images/seeds.png (each seed's final accuracy per variant), and the
-tables Images/tables/headline.md and comparisons.md.
+Writes, in Images/: seeds.csv (one row per run), history.csv (every epoch of every run), summary.json
+(per variant, every seed's final accuracy in seed order, and what produced them), test_loss.png and
+test_accuracy.png (Graph 1 and 2: the mean over seeds with a ±1 sd band), seeds.png (each seed's
+final accuracy) and the tables tables/headline.md and comparisons.md.
 """
 
 import os
@@ -26,17 +25,12 @@ COLUMNS = ["norm", "seed", "final_test_accuracy", "final_test_loss", "final_trai
 TARGET = 99.5  # the assignment's target for the mean final test accuracy, percent
 
 
-def seed_scores(summary, norm):
-    """{seed: final test accuracy} of one variant of summary.json."""
-    return dict(zip(summary[norm]["seeds"], summary[norm]["final_test_accuracy_per_seed"]))
-
-
 def tables(folder):
     """headline.md (per variant: mean, CI, sd, range, and whether the mean meets the target) and
     comparisons.md (the norms paired by seed, Holm-adjusted), from folder/summary.json."""
     summary = read_json(os.path.join(folder, "summary.json"), MAKER)
     norms = [n for n in NORMS if n in summary]
-    scores = {n: seed_scores(summary, n) for n in norms}
+    scores = {n: dict(zip(summary[n]["seeds"], summary[n]["final_test_accuracy_per_seed"])) for n in norms}
     described = {n: stats.describe(list(scores[n].values())) for n in norms}
     rows = [[summary[n]["name"], f"{summary[n]['params']:,}", f"**{d['mean']:.2f}%**",
              f"{d['ci'][0]:.2f} to {d['ci'][1]:.2f}", f"{d['sd']:.2f}", f"{d['min']:.2f} to {d['max']:.2f}",
@@ -61,22 +55,20 @@ def tables(folder):
 def plot_seeds(rows, labels):
     """Each seed's final test accuracy per variant (dots), with the mean and its 95% CI."""
     import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4.2))
     rng = np.random.default_rng(0)  # horizontal jitter only
     for x, norm in enumerate(labels):
         values = [r["final_test_accuracy"] for r in rows if r["norm"] == norm]
         ax.scatter(x + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.7)
-        summary = stats.describe(values)
-        low, high = summary["ci"]
-        ax.errorbar(x + 0.25, summary["mean"], yerr=[[summary["mean"] - low], [high - summary["mean"]]],
+        d = stats.describe(values)
+        ax.errorbar(x + 0.25, d["mean"], yerr=[[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]],
                     fmt="o", color="black", capsize=4)
     ax.set_xticks(range(len(labels)), [f"{label}\n({sum(r['norm'] == n for r in rows)} seeds)"
                                        for n, label in labels.items()])
     ax.axhline(TARGET, color="gray", linestyle="--", linewidth=1, label=f"{TARGET}% target")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_ylabel("final test accuracy (%, last epoch)")
-    ax.set_title("Final test accuracy of every seed; black: mean with 95% CI")
+    ax.set(ylabel="final test accuracy (%, last epoch)",
+           title="Final test accuracy of every seed; black: mean with 95% CI")
     ax.grid(alpha=0.3, axis="y")
     return fig
 

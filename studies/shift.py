@@ -7,12 +7,11 @@ GroupNorm use each image's own statistics. Each trained model is scored on deter
 corruptions of the MNIST test set, made with torch operations on the [0, 1] pixels before the
 usual normalization. "BatchNorm + AdaBN" is the BatchNorm model with its running statistics
 recomputed on the corrupted test set (Li et al. 2016; Schneider et al. 2020), the known remedy.
-Each model's scores are kept beside its run in runs/ (keyed by its weights and SCORING_VERSION),
-so a second call reads them instead of scoring again.
+Each model's scores are kept beside its run in runs/, so a second call reads them.
 
-Writes Images/shift.csv (norm, seed, corruption, severity, test_accuracy; norm "B+AdaBN" for
-the remedy), Images/shift.json (what produced it), Images/shift.png and the tables
-Images/tables/shift.md, shift_table.md and shift_full.md.
+Writes, in Images/: shift.csv (norm, seed, corruption, severity, test_accuracy; norm "B+AdaBN" for
+the remedy), shift.json (what produced it), shift.png and the tables tables/shift.md,
+shift_paired.md, shift_table.md and shift_full.md.
 """
 
 import copy
@@ -111,18 +110,18 @@ def score(models, x, y):
     rows = []
     for corruption, severities in CORRUPTIONS.items():
         for severity in severities:
-            corrupted = normalize(corrupt(x, corruption, severity))
+            images = normalize(corrupt(x, corruption, severity))
             for (norm, seed), model in models.items():
-                rows.append((norm, seed, corruption, severity, utils.evaluate(model, corrupted, y)[1]))
+                rows.append((norm, seed, corruption, severity, utils.evaluate(model, images, y)[1]))
                 if norm == "B":
-                    adapted = adapt_batchnorm(model, corrupted)
-                    rows.append(("B+AdaBN", seed, corruption, severity, utils.evaluate(adapted, corrupted, y)[1]))
+                    adapted = adapt_batchnorm(model, images)
+                    rows.append(("B+AdaBN", seed, corruption, severity, utils.evaluate(adapted, images, y)[1]))
     return rows
 
 
 def score_cached(models, x, y, results_dir, test_limit=None):
-    """score(), with each model's rows kept in results_dir so that a second call only reads them;
-    rows in score()'s order."""
+    """score(), with each model's rows kept in results_dir (keyed by its weights and SCORING_VERSION)
+    so that a second call only reads them; rows in score()'s order."""
     paths = {run: common.score_path(results_dir, *run, model, "shift", SCORING_VERSION, test_limit)
              for run, model in models.items()}
     missing = {run: model for run, model in models.items() if not os.path.exists(paths[run])}
@@ -144,20 +143,28 @@ def mean_by_seed(rows, model, keep):
     return {seed: float(np.mean(values)) for seed, values in by_seed.items()}
 
 
+def corrupted(r):
+    return r["corruption"] != "none"
+
+
+def groups(clean):
+    """[(name, keep(row))]: each corruption (with the clean set if `clean`), then all corrupted sets."""
+    return ([(c, lambda r, c=c: r["corruption"] == c) for c in CORRUPTIONS if clean or c != "none"]
+            + [("all corrupted sets", corrupted)])
+
+
 def accuracy_table(rows, by_severity):
     """Accuracy per corruption (per severity, or averaged over them), mean ± sd over seeds."""
-    groups = ([(c, [s]) for c, severities in CORRUPTIONS.items() for s in severities] if by_severity
-              else list(CORRUPTIONS.items()))
+    sets = ([(c, [s]) for c, severities in CORRUPTIONS.items() for s in severities] if by_severity
+            else list(CORRUPTIONS.items()))
     lines = []
-    for corruption, severities in groups:
-        cells = []
-        for model in MODELS:
-            d = stats.describe(list(mean_by_seed(rows, model, lambda r: r["corruption"] == corruption
-                                                 and r["severity"] in severities).values()))
-            cells.append(f"{d['mean']:.2f} ± {d['sd']:.2f}")
-        lines.append(["none (clean)" if corruption == "none" else corruption, ", ".join(map(str, severities)), *cells])
-    corrupted = {m: mean_by_seed(rows, m, lambda r: r["corruption"] != "none") for m in MODELS}
-    lines.append(["**all corrupted sets**", "", *(f"**{np.mean(list(corrupted[m].values())):.2f}**" for m in MODELS)])
+    for corruption, severities in sets:
+        described = [stats.describe(list(mean_by_seed(rows, m, lambda r: r["corruption"] == corruption
+                                                       and r["severity"] in severities).values())) for m in MODELS]
+        lines.append(["none (clean)" if corruption == "none" else corruption, ", ".join(map(str, severities)),
+                      *(f"{d['mean']:.2f} ± {d['sd']:.2f}" for d in described)])
+    overall = [np.mean(list(mean_by_seed(rows, m, corrupted).values())) for m in MODELS]
+    lines.append(["**all corrupted sets**", "", *(f"**{value:.2f}**" for value in overall)])
     return markdown_table(["corruption", "severity" if by_severity else "severities (mean over them)",
                            *MODELS.values()], lines)
 
@@ -167,44 +174,39 @@ def tables(folder):
     with the verdict its CI supports: shift.md in brief (a row per model), shift_paired.md in full;
     shift_table.md and shift_full.md: the accuracies."""
     rows = read_csv(os.path.join(folder, "shift.csv"), MAKER)
-    groups = [("all corrupted sets", lambda r: r["corruption"] != "none")]
-    groups += [(c, lambda r, c=c: r["corruption"] == c) for c in CORRUPTIONS if c != "none"]
-    paired = {(m, name): common.paired_by_seed(mean_by_seed(rows, m, keep), mean_by_seed(rows, "B", keep))
-              for m in list(MODELS)[1:] for name, keep in groups}
+    *each, overall = groups(clean=False)
     others = list(MODELS)[1:]
-    brief = [[f"{MODELS[m]} − BatchNorm", common.signed_ci(paired[(m, groups[0][0])]),
-              *(stats.verdict(paired[(m, name)]["ci"]) for name, _ in groups[1:])] for m in others]
-    full = [[name, *(cell for m in others for cell in (common.signed_ci(paired[(m, name)]), stats.verdict(paired[(m, name)]["ci"])))]
-            for name, _ in groups]
+    cells = {(m, name): common.compared(mean_by_seed(rows, m, keep), mean_by_seed(rows, "B", keep))
+             for m in others for name, keep in [overall, *each]}  # [a − b with its CI, verdict]
+    brief = [[f"{MODELS[m]} − BatchNorm", cells[(m, overall[0])][0], *(cells[(m, name)][1] for name, _ in each)]
+             for m in others]
+    full = [[name, *(cell for m in others for cell in cells[(m, name)])] for name, _ in [overall, *each]]
     info = os.path.join(folder, "shift.json")
     made = (f"\nAccuracy in points, each corruption the mean over its severities, paired over "
-            f"{len({r['seed'] for r in rows})} seeds. " + (common.provenance(read_json(info, MAKER)) if os.path.exists(info) else "\n"))
-    return {"shift.md": markdown_table(["against BatchNorm + L1", "all corrupted sets (95% CI)", *(n for n, _ in groups[1:])],
-                                       brief, "lr" + "l" * (len(groups) - 1)) + made,
-            "shift_paired.md": markdown_table(["test images", *(h for m in others for h in (f"{MODELS[m]} − BatchNorm (95% CI)",
-                                                                                            "verdict"))],
-                                              full, "l" + "rl" * len(others)) + made,
+            f"{len({r['seed'] for r in rows})} seeds. "
+            + (common.provenance(read_json(info, MAKER)) if os.path.exists(info) else "\n"))
+    brief_header = ["against BatchNorm + L1", "all corrupted sets (95% CI)", *(name for name, _ in each)]
+    full_header = ["test images", *(h for m in others for h in (f"{MODELS[m]} − BatchNorm (95% CI)", "verdict"))]
+    return {"shift.md": markdown_table(brief_header, brief, "lr" + "l" * len(each)) + made,
+            "shift_paired.md": markdown_table(full_header, full, "l" + "rl" * len(others)) + made,
             "shift_table.md": accuracy_table(rows, False), "shift_full.md": accuracy_table(rows, True)}
 
 
 def plot(rows):
     """Test accuracy against severity, one panel per corruption, mean ± sd over seeds per model."""
     import matplotlib.pyplot as plt
-
-    corruptions = [c for c in CORRUPTIONS if c != "none"]
     fig, axes = plt.subplots(2, 4, figsize=(14, 6.5))
-    for ax, corruption in zip(axes.flat, corruptions):
+    for ax, corruption in zip(axes.flat, [c for c in CORRUPTIONS if c != "none"]):
+        severities = CORRUPTIONS[corruption]
+        ticks = range(len(severities))
         for norm, label in MODELS.items():
-            severities = CORRUPTIONS[corruption]
             values = [[r["test_accuracy"] for r in rows if r["norm"] == norm and r["corruption"] == corruption
                        and r["severity"] == s] for s in severities]
             mean, sd = np.array([np.mean(v) for v in values]), np.array([np.std(v, ddof=1) for v in values])
-            ticks = range(len(severities))
             line, = ax.plot(ticks, mean, marker="o", label=label, linestyle="--" if "AdaBN" in label else "-")
             ax.fill_between(ticks, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
-            ax.set_xticks(ticks, [str(s) for s in severities])
-        ax.set_title(corruption)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_xticks(ticks, [str(s) for s in severities])
+        ax.set(title=corruption, ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Accuracy on corrupted MNIST test sets (mean ± sd over seeds; x: severity)")

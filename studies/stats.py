@@ -1,8 +1,6 @@
-"""Statistics over seeds: confidence intervals and paired comparisons, with numpy alone.
-
-Every claim in the README that one norm differs from another comes from paired(): the runs of
-two variants share their seeds, so the per-seed differences are compared with zero.
-"""
+"""Statistics over seeds, with numpy alone. Every claim in the README that one norm differs from
+another comes from paired(): the runs of two variants share their seeds, so the per-seed
+differences are compared with zero."""
 
 import math
 
@@ -51,17 +49,15 @@ def describe(values, confidence=0.95):
 
 
 def paired(a, b, confidence=0.95):
-    """Paired comparison of a and b measured on the same seeds: the mean of a - b, its t
-    confidence interval and the two-sided p-value of the paired t-test (NaN below 2 seeds)."""
-    difference = finite(a) - finite(b)
-    stats = describe(difference, confidence)
-    n, sd = stats["n"], stats["sd"]
-    if sd > 0:
-        t = stats["mean"] / (sd / math.sqrt(n))
+    """Paired comparison of a and b measured on the same seeds: describe() of a - b, with the t
+    statistic and the two-sided p-value of the paired t-test."""
+    d = describe(finite(a) - finite(b), confidence)
+    if d["sd"] > 0:
+        t = d["mean"] / (d["sd"] / math.sqrt(d["n"]))
     else:  # every difference equal: no evidence of a difference if it is zero, certainty if not
-        t = 0.0 if stats["mean"] == 0 else math.copysign(math.inf, stats["mean"])
-    p = 2 * (1 - t_cdf(abs(t), n - 1)) if math.isfinite(t) else 0.0
-    return {**stats, "t": t, "p": min(1.0, max(p, 0.0))}
+        t = 0.0 if d["mean"] == 0 else math.copysign(math.inf, d["mean"])
+    p = 2 * (1 - t_cdf(abs(t), d["n"] - 1)) if math.isfinite(t) else 0.0
+    return {**d, "t": t, "p": min(1.0, max(p, 0.0))}
 
 
 def holm(p_values):

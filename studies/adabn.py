@@ -83,13 +83,6 @@ def by_seed(rows, n, keep):
     return {seed: float(np.mean([np.mean(v) for v in by_set.values()])) for seed, by_set in sets.items()}
 
 
-def catches_up(verdicts):
-    """The smallest n from which no verdict ({n: verdict}) is "lower", as text; "—" if the largest is."""
-    sizes = sorted(verdicts)
-    caught = [n for i, n in enumerate(sizes) if all(verdicts[k] != "lower" for k in sizes[i:])]
-    return f"{caught[0]:,}" if caught else "—"
-
-
 def mean(values_by_seed):
     return float(np.mean(list(values_by_seed.values())))
 
@@ -118,7 +111,7 @@ def tables(folder):
                            *(h for m in "LG" for h in (f"− {NORMS[m]} (95% CI)", "verdict"))], lines, "rrrrlrl")
     brief = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes),
                             "not below it from n ="],
-                           [[f"{NORMS[m]}, all corrupted sets", *verdicts[m].values(), catches_up(verdicts[m])]
+                           [[f"{NORMS[m]}, all corrupted sets", *verdicts[m].values(), common.catches_up(verdicts[m])]
                             for m in "LG"], "l" + "l" * len(sizes) + "r")
     full = [["none (clean)" if name == "none" else f"**{name}**" if keep is shift.corrupted else name,
              *(f"{mean(by_seed(rows, n, keep)):.2f}" for n in sizes),

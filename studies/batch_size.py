@@ -10,7 +10,8 @@ check: real batches of 16 and 32 images for all three norms (seeds 1-3), with Ad
 rate scaled by the square root of the batch size (0.01 * sqrt(b / 128)).
 
 Writes, in Images/: batch_size.csv (norm, norm_batch, batch_size, max_lr, kind, seed, test_accuracy),
-batch_size.json (what produced it), batch_size.png and the tables tables/batch_size.md and batch_size_real.md.
+batch_size.json (what produced it), batch_size.png and the tables tables/batch_size_brief.md, batch_size.md
+and batch_size_real.md.
 """
 
 import math
@@ -23,7 +24,7 @@ from files import markdown_table, read_csv, read_json, write_csv, write_json
 from model import NORMS
 from studies import common, stats
 
-TABLE_NAMES = ("batch_size.md", "batch_size_real.md")  # in Images/tables/
+TABLE_NAMES = ("batch_size_brief.md", "batch_size.md", "batch_size_real.md")  # in Images/tables/
 RESULTS = "batch_size.csv"  # in Images/: without it the study has not run
 MAKER = "python -m studies.batch_size"
 GHOST_SIZES = [2, 4, 8, 16, 32, 64, 128]
@@ -55,16 +56,25 @@ def scores(rows, norm, kind, size):
 
 def tables(folder):
     """batch_size.md: BatchNorm at each ghost size k against its own k = 128 and against GroupNorm,
-    paired by seed, each with the verdict its CI supports; batch_size_real.md: the real batches."""
+    paired by seed, each with the verdict its CI supports; batch_size_brief.md: the verdicts alone;
+    batch_size_real.md: the real batches."""
     rows = read_csv(os.path.join(folder, "batch_size.csv"), MAKER)
     sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
     largest = scores(rows, "B", "ghost", sizes[-1])
     layer, group = scores(rows, "L", "ghost", sizes[-1]), scores(rows, "G", "ghost", sizes[-1])
-    ghost = []
+    ghost, verdicts = [], {"own": {}, "G": {}}
     for k in sizes:
         batch = scores(rows, "B", "ghost", k)
         own = common.compared(batch, largest) if k != sizes[-1] else ["(reference)", ""]
-        ghost.append([k, common.mean_ci(list(batch.values())), *own, *common.compared(batch, group)])
+        against = common.compared(batch, group)
+        verdicts["G"][k] = against[1]
+        if k != sizes[-1]:
+            verdicts["own"][k] = own[1]
+        ghost.append([k, common.mean_ci(list(batch.values())), *own, *against])
+    brief = [[f"its own k = {sizes[-1]}", *verdicts["own"].values(), "", common.catches_up(verdicts["own"])],
+             [NORMS["G"], *verdicts["G"].values(), common.catches_up(verdicts["G"])]]
+    brief = markdown_table(["BatchNorm at k images, against", *map(str, sizes), "not below it from k ="],
+                           brief, "l" + "l" * len(sizes) + "r")
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
@@ -86,7 +96,9 @@ def tables(folder):
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
                   "√(batch / 128).\n")
-    return {"batch_size.md": main, "batch_size_real.md": real_table}
+    brief += (f"\nVerdicts of [the full table](studies/README.md#batch-size), paired by seed over {len(largest)} seeds "
+              "(95% CI); last column: the smallest k from which none is \"lower\".\n")
+    return {"batch_size_brief.md": brief, "batch_size.md": main, "batch_size_real.md": real_table}
 
 
 def plot(rows, labels):

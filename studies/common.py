@@ -102,7 +102,7 @@ def provenance(info):
     if trained == runs and seconds:
         how = f"trained in {seconds / 60:.1f} min"
     else:  # some or all runs came from the cache: their own times say what training cost
-        how = f"{trained} of its {runs} runs trained in that call, the rest loaded from the run cache"
+        how = f"{trained} of {runs} runs trained, the rest from the run cache"
     return (f"Made by `{parameters.get('command')}` ({how}; {parameters.get('mean_run_seconds') / 60:.1f} min per run) "
             f"on {info['device']}, torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
 
@@ -128,3 +128,10 @@ def compared(a, b):
     """The two cells of a paired comparison of {seed: value} dicts: a − b with its CI, and the verdict."""
     r = paired_by_seed(a, b)
     return [signed_ci(r), stats.verdict(r["ci"])]
+
+
+def catches_up(verdicts):
+    """The smallest size from which no verdict ({size: verdict}) is "lower", as text; "—" if the largest is."""
+    sizes = sorted(verdicts)
+    caught = [n for i, n in enumerate(sizes) if all(verdicts[k] != "lower" for k in sizes[i:])]
+    return f"{caught[0]:,}" if caught else "—"

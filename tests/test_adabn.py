@@ -10,7 +10,7 @@ import torch  # noqa: E402
 import files  # noqa: E402
 import sweeps  # noqa: E402
 from model import Net, state_digest  # noqa: E402
-from studies import adabn, shift  # noqa: E402
+from studies import adabn, common, shift  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ def test_the_tables_put_each_verdict_where_its_ci_lies(tmp_path):
     brief = {line.split(" | ")[0].strip("| "): line.rstrip(" |").split(" | ")[-1] for line in tables["adabn_brief.md"].splitlines()
              if line.startswith("| ") and "---" not in line}
     assert brief["LayerNorm, all corrupted sets"] == "4" and brief["GroupNorm, all corrupted sets"] == "—"
-    assert adabn.catches_up({0: "lower", 1: "within noise", 4: "lower", 16: "higher"}) == "16"
+    assert common.catches_up({0: "lower", 1: "within noise", 4: "lower", 16: "higher"}) == "16"
 
 
 def test_the_figure_draws_a_line_per_corruption_and_the_references(tmp_path):

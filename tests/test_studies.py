@@ -131,6 +131,12 @@ def test_batch_size_tables_put_each_verdict_where_its_ci_lies(tmp_path):
     assert lines["2"].count("| lower |") == 2  # 0.5 points below its own k=128 and below GroupNorm
     assert "| within noise |" not in lines["2"] and "(reference)" in lines["128"]
     assert "16" in tables["batch_size_real.md"] and "(the recipe)" in tables["batch_size_real.md"]
+    own, group = ([cell.strip() for cell in line.strip("|").split("|")] for line in
+                  tables["batch_size_brief.md"].splitlines()[2:4])  # the brief table: the full table's verdicts
+    for i, k in enumerate(batch_size.GHOST_SIZES, start=1):
+        full = [cell.strip() for cell in lines[str(k)].strip("|").split("|")]
+        assert (own[i], group[i]) == (full[3], full[5])
+    assert own[-1] == "4" and group[-1] == "—"  # below its own k=128 at k = 2 only; below GroupNorm at every k
 
 
 def test_a_study_with_its_default_arguments_records_what_produced_it(monkeypatch):

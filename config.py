@@ -13,6 +13,7 @@ import dataclasses
 
 import torch
 
+from ghost import GhostBatchNorm2d
 from model import DEFAULT_GROUPS, NORMS, Net, check_groups, norm_flag
 
 TRAIN_IMAGES, TEST_IMAGES, VALIDATION_IMAGES = 60_000, 10_000, 10_000  # MNIST's splits, and the held-out part
@@ -52,8 +53,9 @@ class RunConfig:
                     test_limit=(1, VALIDATION_IMAGES if self.validation is True else TEST_IMAGES),
                     norm_batch=(1, TRAIN_IMAGES))
         for name, (low, high) in ints.items():
-            if getattr(self, name) is not None or name not in ("train_limit", "test_limit", "norm_batch"):
-                _check_number(name, getattr(self, name), low, high, integer=True)
+            if name in ("train_limit", "test_limit", "norm_batch") and getattr(self, name) is None:
+                continue  # None: all images, or no ghost batches
+            _check_number(name, getattr(self, name), low, high, integer=True)
         if self.clean_epochs is None:
             set_("clean_epochs", self.epochs * 3 // 20)
         _check_number("clean_epochs", self.clean_epochs, 0, self.epochs, integer=True)
@@ -85,7 +87,8 @@ class RunConfig:
 
     def net(self):
         """A new, untrained Net of this configuration (on the CPU)."""
-        return Net(self.norm, groups=self.groups or DEFAULT_GROUPS, norm_batch=self.norm_batch)
+        ghost = (lambda channels: GhostBatchNorm2d(channels, self.norm_batch)) if self.norm_batch else None
+        return Net(self.norm, groups=self.groups or DEFAULT_GROUPS, norm_layer=ghost)
 
     @property
     def label(self):

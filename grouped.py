@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 import utils
 from cuda_graph import CapturedStep, OneCycleTables
 from data import check_tensors
-from model import GhostBatchNorm2d
+from ghost import GhostBatchNorm2d
 
 
 def widen(module, runs):
@@ -100,10 +100,11 @@ def evaluate_group(net, x, y, batch_size=2500):
 
 
 def train_group(configs, data, device, progress=False, on_epoch=None):
-    """Train RunConfigs alike but for their seeds as one GroupedNet on data already on `device`. Returns, per
-    config, (model, history) as utils.train would for it alone (seconds: the whole group's epoch), or the
-    TrainingDiverged utils.train would raise, returned so that the other runs are kept. on_epoch(run, epoch,
-    history) is called for each run still learning, once all the runs' histories hold the epoch.
+    """Train RunConfigs alike but for their seeds as one GroupedNet on data = (train_x, train_y, test_x, test_y),
+    already on `device`. Returns, per config, (model, history) as utils.train would for it alone (the model a
+    plain Net in eval mode; seconds: the whole group's epoch), or the TrainingDiverged utils.train would raise,
+    returned so that the other runs are kept. on_epoch(run, epoch, history) is called for each run still
+    learning, once all the runs' histories hold the epoch.
     On a GPU with cuda_graph, each step is replayed from a CUDA graph; one synchronisation per epoch."""
     check_group(configs)
     check_tensors(data)

@@ -1,16 +1,20 @@
-"""The network compared here: one small MNIST CNN, three normalizations (it imports torch only).
+"""The network compared here: one small MNIST CNN, three normalizations.
 
     from model import Net
     net = Net("B")             # BatchNorm  (trained with the L1 penalty, see utils.py)
     net = Net("L")             # LayerNorm
     net = Net("G", groups=7)   # GroupNorm (groups must divide 14)
-    net = Net.pretrained("G")  # the notebook's trained GroupNorm net, in eval mode; input (x/255 - 0.1307) / 0.3081
+    net = Net.pretrained("G")  # the notebook's trained GroupNorm network, in eval mode
 
-Each has a per-channel scale and shift, and normalizes an activation (N, C, H, W) over:
-- BatchNorm ('B'): (N, H, W) per channel, across the batch; eval mode uses the running averages instead.
-- LayerNorm ('L'): (C, H, W) per sample, as GroupNorm(1, C): Ba et al.'s definition on a conv layer
-  (not ConvNeXt's per-pixel LayerNorm2d over C; nn.LayerNorm([C, H, W]) would fix the spatial size).
-- GroupNorm ('G'): (C/groups, H, W) per sample and group; like LayerNorm, it keeps no running statistics.
+The axes each norm normalizes over, for an activation of shape (N, C, H, W):
+- BatchNorm ('B'): (N, H, W) per channel, across the batch; eval mode uses the running averages
+  kept in training instead, so call model.eval() to test.
+- LayerNorm ('L'): (C, H, W) per sample, as GroupNorm(1, C): Ba et al.'s definition applied to a conv
+  layer, and GroupNorm's limiting case (ConvNeXt's per-pixel LayerNorm2d, over C only, is the other
+  reading; nn.LayerNorm([C, H, W]) would fix the spatial size).
+- GroupNorm ('G'): (C/groups, H, W) per sample and group of channels.
+LayerNorm and GroupNorm have a per-channel scale and shift, and no running statistics. This file
+imports torch and Python's standard library only.
 """
 
 import copy
@@ -37,7 +41,8 @@ def norm_flag(norm):
 
 
 def check_groups(groups):
-    if type(groups) is not int or groups < 1 or WIDTH % groups:
+    """`groups` if it is a positive int dividing WIDTH; else ValueError listing the valid ones."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or WIDTH % groups:
         raise ValueError(f"groups={groups!r}: GroupNorm needs a number of groups dividing the {WIDTH} "
                          f"channels, one of {[g for g in range(1, WIDTH + 1) if WIDTH % g == 0]}")
     return groups
@@ -45,73 +50,61 @@ def check_groups(groups):
 
 class LayerNorm(nn.GroupNorm):
     """LayerNorm for conv activations: nn.GroupNorm(1, C), named so that summaries say LayerNorm."""
+
     def __init__(self, channels):
         super().__init__(1, channels)
 
 
-class GhostBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm over ghost batches of `ghost` images (the last may be smaller), apart from the optimizer's batch."""
-    def __init__(self, channels, ghost):
-        super().__init__(channels)
-        self.ghost = ghost
-
-    def forward(self, x):
-        if not self.training or len(x) <= self.ghost:
-            return super().forward(x)
-        full = len(x) // self.ghost * self.ghost
-        groups = [x[:full].unflatten(0, (-1, self.ghost))] + ([x[full:].unsqueeze(0)] if full < len(x) else [])
-        normalized, means, variances = [], [], []
-        for group in groups:  # (groups, images, C, H, W)
-            mean, var = group.mean(dim=(1, 3, 4), keepdim=True), group.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
-            normalized.append(((group - mean) / torch.sqrt(var + self.eps)).flatten(0, 1))
-            size = group[0].numel() / group.shape[2]  # values per channel in one group
-            means.append(mean.flatten(1))
-            variances.append(var.flatten(1) * size / (size - 1))  # unbiased, as BatchNorm keeps it
-        with torch.no_grad():  # the running averages follow the groups' mean statistics
-            self.num_batches_tracked += 1  # momentum None: a cumulative average, as in nn.BatchNorm2d
-            weight = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
-            self.running_mean.lerp_(torch.cat(means).mean(0), weight)
-            self.running_var.lerp_(torch.cat(variances).mean(0), weight)
-        return torch.cat(normalized) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-def make_norm(norm, channels, groups=DEFAULT_GROUPS, norm_batch=None):
+def make_norm(norm, channels, groups=DEFAULT_GROUPS):
+    """The normalization layer chosen by the flag `norm`."""
     flag = norm_flag(norm)
     if flag == "B":
-        return GhostBatchNorm2d(channels, norm_batch) if norm_batch else nn.BatchNorm2d(channels)
+        return nn.BatchNorm2d(channels)
     return LayerNorm(channels) if flag == "L" else nn.GroupNorm(groups, channels)
 
 
+def block(in_channels, out_channels, norm, padding=1):
+    """3x3 convolution (no bias: the norm's shift replaces it) -> norm(channels) -> SiLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                         norm(out_channels), nn.SiLU(inplace=True))
+
+
 class Net(nn.Module):
-    """MNIST classifier, 7,850 parameters for each norm. norm: 'B', 'L' or 'G' (or an alias such as 'bn');
-    groups: GroupNorm's; norm_batch: BatchNorm's ghost batch. The space-to-depth stem lets the first 3x3 convolution
-    see 6x6 pixels without a 28x28 activation (slow on a CPU); unpadded blocks give per-sample norms no zero borders."""
-    def __init__(self, norm="B", groups=DEFAULT_GROUPS, norm_batch=None):
+    """MNIST classifier, 7,850 parameters for each norm. norm: 'B', 'L' or 'G' (or an alias such
+    as 'bn'); groups: GroupNorm's (1, 2, 7 or 14); norm_layer(channels): a layer to use in place of
+    the flag's (the batch-size study's ghost batches, ghost.py). forward((N, 1, 28, 28) normalized
+    images) -> (N, 10) log-probabilities.
+
+    Designed for accuracy and CPU speed together: a space-to-depth stem (2x2 patches become 4 channels)
+    lets the first 3x3 convolution see 6x6 pixels without a 28x28 activation, slow on a CPU; two unpadded
+    blocks from 7x7 to 3x3 leave no zero borders for the per-sample norms to average in.
+    """
+
+    def __init__(self, norm="B", groups=DEFAULT_GROUPS, norm_layer=None):
         super().__init__()
         self.norm = norm_flag(norm)
-        self.groups, self.norm_batch = (check_groups(groups) if self.norm == "G" else None), norm_batch
-        if norm_batch is not None and not (self.norm == "B" and type(norm_batch) is int and norm_batch >= 1):
-            raise ValueError(f"norm_batch={norm_batch!r}: ghost batches are a positive image count, for BatchNorm ('B') only")
-        self.features = nn.Sequential(nn.PixelUnshuffle(2),                   # (N, 4, 14, 14)
-                                      self._block(4, WIDTH),                  # (N, 14, 14, 14)
-                                      self._block(WIDTH, WIDTH),
-                                      nn.MaxPool2d(2),                        # (N, 14, 7, 7)
-                                      self._block(WIDTH, WIDTH, padding=0),   # (N, 14, 5, 5)
-                                      self._block(WIDTH, WIDTH, padding=0),   # (N, 14, 3, 3)
-                                      self._block(WIDTH, WIDTH))
+        self.groups = check_groups(groups) if self.norm == "G" else None
+        norm_layer = norm_layer or (lambda channels: make_norm(self.norm, channels, groups))
+        self.features = nn.Sequential(
+            nn.PixelUnshuffle(2),                           # (N, 4, 14, 14)
+            block(4, WIDTH, norm_layer),                    # (N, 14, 14, 14)
+            block(WIDTH, WIDTH, norm_layer),
+            nn.MaxPool2d(2),                                # (N, 14, 7, 7)
+            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 5, 5)
+            block(WIDTH, WIDTH, norm_layer, padding=0),     # (N, 14, 3, 3)
+            block(WIDTH, WIDTH, norm_layer),
+        )
         self.head = nn.Conv2d(WIDTH, 10, 1)  # on the globally averaged features
 
-    def _block(self, in_channels, out_channels, padding=1):  # 3x3 conv (no bias: the norm shifts) -> norm -> SiLU
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                             make_norm(self.norm, out_channels, self.groups, self.norm_batch), nn.SiLU(inplace=True))
-
-    def forward(self, x):  # (N, 1, 28, 28) normalized images -> (N, 10) log-probabilities
+    def forward(self, x):
         x = self.features(x).mean(dim=(2, 3), keepdim=True)  # global average pool: (N, 14, 1, 1)
         return self.head(x).flatten(1).log_softmax(dim=1)  # (N, 10)
 
     @classmethod
     def pretrained(cls, norm="B", path=None):
-        """The net of a norm that `make run` trained (or save_pretrained wrote at `path`), its provenance in .info."""
+        """The trained net of a norm that `make run` committed (or save_pretrained wrote at `path`), in eval
+        mode, its provenance in .info; input (x/255 - 0.1307) / 0.3081. A missing file raises FileNotFoundError;
+        weights failing their sha256, not finite or of another norm raise ValueError naming the file and a fix."""
         flag = norm_flag(norm)
         path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "Images", "notebook", f"net_{flag}.pt")
         saved = load_checked(path, f"restore it (`git checkout -- {os.path.relpath(path)}`) or retrain it (`make run`)")
@@ -126,12 +119,14 @@ class Net(nn.Module):
         return net.eval()
 
     def save_pretrained(self, path, **info):
+        """Save the weights with their sha256, the norm and groups, and `info` (test_accuracy, ...)."""
         state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
-        torch.save(dict(norm=self.norm, groups=self.groups, **info, state_dict=state, sha256=state_digest(state)), path)
+        torch.save({"norm": self.norm, "groups": self.groups, **info, "state_dict": state,
+                    "sha256": state_digest(state)}, path)
 
     def fused(self):
-        """An eval-mode copy with each BatchNorm, at inference a fixed affine map, folded into the convolution before it
-        (LayerNorm and GroupNorm cannot fold: their statistics are each image's own, computed at inference)."""
+        """An eval-mode copy with every BatchNorm (at inference a fixed affine map) folded into the conv before it;
+        LayerNorm and GroupNorm, whose statistics are each image's own, cannot fold: their copies are unchanged."""
         net = copy.deepcopy(self).eval()
         for layer in net.features:
             if isinstance(layer, nn.Sequential) and isinstance(layer[1], nn.BatchNorm2d):
@@ -144,8 +139,16 @@ class Net(nn.Module):
         return net
 
 
-# --- Parameters, and weights that prove themselves ----------------------------------------
+# ---------------------------------------------------------------------------------------
+# Parameters, and weights that prove themselves
+# ---------------------------------------------------------------------------------------
+
+def count_parameters(model):  # the trainable ones
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def state_digest(state_dict):
+    """sha256 over a state_dict's names, dtypes, shapes and bytes: a flipped bit changes it."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state_dict.items()):
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
@@ -164,6 +167,7 @@ def check_state(state_dict, sha256):
 
 
 def load_checked(path, fix):
+    """The dict saved at `path`, its state_dict checked; else an error naming the file, the problem and `fix`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file; {fix}")
     try:
@@ -174,7 +178,3 @@ def load_checked(path, fix):
     if problem:
         raise ValueError(f"{path}: {problem}; {fix}")
     return saved
-
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -86,7 +86,7 @@ def read_text(path):
         return f.read()
 
 
-SECTIONS = {"recipe": utils.recipe_markdown, "colab": colab}
+SECTIONS = {"recipe": lambda up: utils.recipe_markdown(up=up), "colab": lambda up: colab()}  # up: to the root
 MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
@@ -94,7 +94,7 @@ def section(name, tables, document="README.md"):
     """The text of one section of `document`: made from the code, a table, a figure (linked from the
     document's folder), or a file spliced as it is."""
     if name in SECTIONS:
-        return SECTIONS[name]()
+        return SECTIONS[name]("../" * document.count("/"))
     path, _, part = name.partition("#")  # PATH#last: the file's last line only
     if path not in tables and not os.path.exists(os.path.join(ROOT, path)):
         return f"*Not run yet: `{MAKERS.get(path, 'python report.py')}` makes `{path}`.*\n"

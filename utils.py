@@ -172,7 +172,8 @@ def diverged(config, failure):
 def train(config, data, device, progress=True, on_epoch=None):
     """Train on data = (train_x, train_y, test_x, test_y), already on `device`; returns (model, history),
     per-epoch lists of HISTORY_KEYS (accuracies in %, lr at the epoch's last step, seconds of train + test).
-    Raises TrainingDiverged for a run that learns nothing (learning_failure)."""
+    on_epoch(epoch, history) is called after each epoch. Raises TrainingDiverged for a run that learns nothing
+    (learning_failure); nothing of it is returned."""
     check_tensors(data)
     train_x, train_y, test_x, test_y = data
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
@@ -349,11 +350,12 @@ def discussion_table(histories, mistakes, labels):
                           rows)
 
 
-def recipe_markdown(config=None):
-    """The network and the recipe, as Markdown bullets, from model.py and RunConfig's defaults."""
+def recipe_markdown(config=None, up=""):
+    """The network and the recipe, as Markdown bullets, from model.py and RunConfig's defaults; `up`: the
+    path from the document's folder to the repository's root ("../" from studies/)."""
     c, g = config or RunConfig(), RunConfig(norm="G")
     params = count_parameters(c.net())
-    return (f"- **Network** ([`model.py`](model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
+    return (f"- **Network** ([`model.py`]({up}model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
             f"channels), five 3x3 convolutions of {WIDTH} channels (two at 14x14, max pooling, two unpadded "
             f"from 7x7 to 3x3, one at 3x3), each followed by the norm and SiLU, global average pooling and a 1x1 "
             f"convolution to 10 classes: {params:,} parameters for every norm. BatchNorm normalizes over (N, H, W) "
@@ -396,7 +398,8 @@ def _plot_test_metric(histories, key, ylabel, title, labels=None):
 
 
 def plot_test_loss(histories, labels=None):
-    """Graph 1, log scale. histories: {norm: {seed: history}}; labels: {norm: legend label}."""
+    """Graph 1: the test loss per epoch of every variant on one axes (log scale).
+    histories: {norm: {seed: history}}; labels: {norm: legend label}."""
     fig, ax = _plot_test_metric(histories, "test_loss", "test loss (mean cross-entropy, log scale)",
                                 "Graph 1: test loss", labels)
     ax.set_yscale("log")

@@ -84,7 +84,7 @@ def main(argv=None):
     emit(f"# Output of: python -m benchmarks.gpu {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
          + f"   ({time.strftime('%Y-%m-%d')}; each step cut at its share of {args.budget:g} s)")
     emit(f"GPU: {info['device']}, torch {info['torch']}; code at commit {short_commit(info['git_commit'])}")
-    seconds = one_epochs(emit, data, device, sizes, deadlines[0])
+    seconds = one_epochs(emit, data, device, sizes, start, deadlines[0])
     notebook_variants(emit, data, device, sizes, seconds, deadlines[1])
     histories = seeds_grouped(emit, data, device, sizes, deadlines[2])
     if histories:
@@ -95,14 +95,14 @@ def main(argv=None):
     return 0
 
 
-def one_epochs(emit, data, device, sizes, deadline):
+def one_epochs(emit, data, device, sizes, start, deadline):
     """Step 1: {(norm, kind): seconds of the second of 2 augmented epochs, for the whole group where it is
     grouped}, and a line per variant."""
     kinds = {"eager": "eager", "graph": "forward+backward graph", "whole": "whole-step graph",
              "grouped": f"{sizes['seeds']} runs grouped"}
     runs, seconds = [(n, k) for n in NORMS for k in kinds], {}
     # each run's deadline: an equal part of the step's time, a part's spare time passing to the next
-    for (norm, kind), part in zip(runs, np.linspace(time.perf_counter(), deadline, len(runs) + 1)[1:]):
+    for (norm, kind), part in zip(runs, np.linspace(start, deadline, len(runs) + 1)[1:]):
         seeds = range(1, (sizes["seeds"] if kind == "grouped" else 1) + 1)
         configs = [RunConfig(norm=norm, seed=seed, epochs=2, clean_epochs=0, cuda_graph=kind != "eager",
                              **sizes["settings"]) for seed in seeds]

@@ -95,5 +95,6 @@ def main():
               f"{times[kind][0]['accuracy']:.2f}%")
     print(f"speed-up (ratio of the median epochs): {median['reference'] / median['ours']:.2f}x")
 
+
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
     python -m studies.batch_size        # resumes from runs/; shares its k=128 runs with studies.seeds
 
 Main curve (ghost batches): the optimizer batch stays 128 and only BatchNorm's statistics come
-from groups of k images (RunConfig.norm_batch = k, model.GhostBatchNorm2d), so normalization is
+from groups of k images (RunConfig.norm_batch = k, ghost.GhostBatchNorm2d), so normalization is
 isolated from optimization; seeds 1-10. LayerNorm and GroupNorm normalize each image by itself:
 k does not enter their computation, so their runs (and k = 128) are the seeds study's. Second
 check: real batches of 16 and 32 images for all three norms (seeds 1-3), with AdamW's learning

@@ -102,7 +102,7 @@ def provenance(info):
     if trained == runs and seconds:
         how = f"trained in {seconds / 60:.1f} min"
     else:  # some or all runs came from the cache: their own times say what training cost
-        how = f"{trained} of {runs} runs trained, the rest from the run cache"
+        how = f"{trained} of {runs} runs trained in that call, the rest from the run cache"
     return (f"Made by `{parameters.get('command')}` ({how}; {parameters.get('mean_run_seconds') / 60:.1f} min per run) "
             f"on {info['device']}, torch {info['torch']}, commit `{short_commit(info['git_commit'])}`.\n")
 

@@ -49,7 +49,7 @@ def nets_of(variant, seeds=SEEDS):
     nets = []
     for seed in seeds:
         torch.manual_seed(seed)
-        nets.append(Net(**variant))
+        nets.append(RunConfig(**variant).net())
     return nets
 
 

@@ -13,7 +13,7 @@ def with_statistics(norm, **options):
     """A Net whose norms are not the identity: scales and shifts moved off 1 and 0 and, for
     BatchNorm, running statistics gathered by a few training-mode passes; returned in eval mode."""
     generator = torch.Generator().manual_seed(0)
-    net = Net(norm, **options)
+    net = utils.RunConfig(norm=norm, **options).net()
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):

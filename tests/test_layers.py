@@ -5,9 +5,11 @@ import ast
 import glob
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bottom first; a module may import the ones before it only
-LAYERS = ["model", "files", "config", "data", "cuda_graph", "utils", "grouped", "sweeps", "studies.stats", "studies.common",
+LAYERS = ["model", "ghost", "files", "config", "data", "cuda_graph", "utils", "grouped", "sweeps", "studies.stats", "studies.common",
           "studies.seeds", "studies.batch_size", "studies.shift", "studies.adabn", "benchmarks.speed", "benchmarks.l1_sweep",
           "benchmarks.gpu", "benchmarks.inference",
           "report", "run_notebook"]
@@ -53,10 +55,11 @@ def test_each_module_imports_only_modules_below_it_and_at_its_top():
     assert not wrong, "\n".join(wrong)
 
 
-def test_model_imports_torch_and_the_standard_library_only():
+@pytest.mark.parametrize("name", ["model.py", "ghost.py"])
+def test_model_imports_torch_and_the_standard_library_only(name):
     import sys
 
-    tree = ast.parse(open(os.path.join(ROOT, "model.py"), encoding="utf-8").read())
+    tree = ast.parse(open(os.path.join(ROOT, name), encoding="utf-8").read())
     roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert roots - set(sys.stdlib_module_names) == {"torch"}

@@ -108,13 +108,13 @@ def test_a_figure_section_links_the_figure_from_the_documents_folder_once_it_exi
     assert "](../Images/adabn.png)\n" in report.render(text, {}, "studies/README.md")
 
 
-def test_every_image_the_documents_show_exists():
+def test_every_image_and_file_the_documents_link_exists():
     for document in report.DOCUMENTS:
         with open(os.path.join(ROOT, document), encoding="utf-8") as f:
-            links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", f.read())
+            links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", f.read())  # images and links, without their anchor
         missing = [link for link in links if not link.startswith("http")
                    and not os.path.exists(os.path.join(ROOT, os.path.dirname(document), link))]
-        assert not missing, f"{document} shows images that do not exist: {missing}"
+        assert not missing, f"{document} links files that do not exist: {missing}"
 
 
 def test_readme_leads_with_results_within_its_word_budget():

@@ -35,7 +35,7 @@ def test_batch_size_plan_isolates_the_normalization_batch():
 
 
 def test_ghost_batch_norm_normalizes_each_group_of_images_by_itself():
-    layer = Net("B", norm_batch=4).features[1][1]
+    layer = utils.RunConfig(norm="B", norm_batch=4).net().features[1][1]
     x = torch.randn(10, 14, 5, 5) * 3 + 1  # groups of 4, 4 and 2 images
     y = layer.train()(x)
     for start, end in ((0, 4), (4, 8), (8, 10)):
@@ -43,7 +43,8 @@ def test_ghost_batch_norm_normalizes_each_group_of_images_by_itself():
         assert torch.allclose(group.mean(dim=(0, 2, 3)), torch.zeros(14), atol=1e-5)
         assert torch.allclose(group.var(dim=(0, 2, 3), unbiased=False), torch.ones(14), atol=1e-3)
     reference = torch.nn.BatchNorm2d(14).train()
-    assert torch.allclose(Net("B", norm_batch=16).features[1][1].train()(x), reference(x), atol=1e-5)
+    assert torch.allclose(utils.RunConfig(norm="B", norm_batch=16).net().features[1][1].train()(x), reference(x),
+                          atol=1e-5)
 
 
 @pytest.mark.parametrize("corruption", list(shift.CORRUPTIONS))

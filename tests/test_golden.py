@@ -1,5 +1,6 @@
 """The golden runs: tiny CPU runs of B, L and G with today's recipe (elastic distortion, the last of 7
-epochs unaugmented by the default rule, L1 for BatchNorm), compared with the histories stored in golden.json. A run's cache key
+epochs unaugmented by the default rule, L1 for BatchNorm), and of B with the batch-size study's ghost
+batches (ghost.py), compared with the histories stored in golden.json. A run's cache key
 holds utils.TRAINING_VERSION instead of the source text, so this is what says when the computation
 changed: then this test fails until the version is bumped and the file regenerated,
 
@@ -27,16 +28,17 @@ GOLDEN = os.path.join(ROOT, "tests", "golden.json")
 RELATIVE = 1e-3  # on losses and learning rates
 SETTINGS = dict(epochs=7, batch_size=32, eval_batch_size=64, progress=False)  # clean_epochs by its rule: 1 of 7
 IMAGES = {"train": 128, "test": 64}
+RUNS = {"B": dict(norm="B"), "L": dict(norm="L"), "G": dict(norm="G"), "B, ghost batches of 8": dict(norm="B", norm_batch=8)}
 
 
 def golden_runs():
-    """{norm: history without seconds} of the tiny runs, on one CPU thread."""
+    """{name: history without seconds} of the tiny RUNS, on one CPU thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {norm: {k: v for k, v in utils.run(norm, data=data.synthetic(IMAGES["train"], IMAGES["test"]), device="cpu",
-                                                  **SETTINGS)[1].items()
-                       if k != "seconds"} for norm in "BLG"}
+        tiny = data.synthetic(IMAGES["train"], IMAGES["test"])
+        return {name: {k: v for k, v in utils.run(**run, data=tiny, device="cpu", **SETTINGS)[1].items() if k != "seconds"}
+                for name, run in RUNS.items()}
     finally:
         torch.set_num_threads(threads)
 

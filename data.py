@@ -183,10 +183,19 @@ def load_mnist(root="data"):
 # Tensors for training
 # ---------------------------------------------------------------------------------------
 
+def pixels(images, device):
+    """uint8 images (N, 28, 28) as float32 (N, 1, 28, 28) in [0, 1], on `device`."""
+    return images.to(device, torch.float32).unsqueeze(1) / 255
+
+
+def normalize(x):
+    """Pixels in [0, 1] standardized by the training set's mean and std."""
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
 def to_tensors(images, labels, device):
     """Normalized images (N, 1, 28, 28) float32 and labels (N,) int64, on `device`."""
-    x = (images.to(device, torch.float32).unsqueeze(1) / 255 - MNIST_MEAN) / MNIST_STD
-    return x, labels.to(device, torch.int64)
+    return normalize(pixels(images, device)), labels.to(device, torch.int64)
 
 
 def select(tensors, train_limit=None, test_limit=None, validation=False):

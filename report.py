@@ -86,20 +86,21 @@ def read_text(path):
         return f.read()
 
 
-SECTIONS = {"recipe": lambda up: utils.recipe_markdown(up=up), "colab": lambda up: colab()}  # up: to the root
+SECTIONS = {"recipe": utils.recipe_markdown, "colab": lambda up: colab()}  # up: to the root
 MARKER = re.compile(r"(<!-- begin: (\S+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
 def section(name, tables, document="README.md"):
     """The text of one section of `document`: made from the code, a table, a figure (linked from the
     document's folder), or a file spliced as it is."""
+    up = "../" * document.count("/")  # from the document's folder to the root
     if name in SECTIONS:
-        return SECTIONS[name]("../" * document.count("/"))
+        return SECTIONS[name](up)
     path, _, part = name.partition("#")  # PATH#last: the file's last line only
     if path not in tables and not os.path.exists(os.path.join(ROOT, path)):
         return f"*Not run yet: `{MAKERS.get(path, 'python report.py')}` makes `{path}`.*\n"
     if path in FIGURES:
-        return f"![{FIGURES[path][0]}]({'../' * document.count('/')}{path})\n"
+        return f"![{FIGURES[path][0]}]({up}{path})\n"
     if path in tables:
         return tables[path]
     text = read_text(path)
@@ -113,14 +114,14 @@ def render(text, tables, document="README.md"):
     return MARKER.sub(lambda m: m.group(1) + section(m.group(2), tables, document) + m.group(4), text)
 
 
-def stale(tables):
+def stale(tables, documents=None):
     """[what disagrees with the results]: tables whose file differs from what their results give,
-    and documents with a section that does."""
+    and documents with a section that does; `documents`: rendered_documents(tables), if at hand."""
     found = [path for path, text in tables.items()
              if not os.path.exists(os.path.join(ROOT, path)) or read_text(path) != text]
-    for document in DOCUMENTS:
-        names = [m.group(2) for m in MARKER.finditer(read_text(document))
-                 if m.group(3) != section(m.group(2), tables, document)]
+    for document, rendered in (documents or rendered_documents(tables)).items():
+        fresh = {m.group(2): m.group(3) for m in MARKER.finditer(rendered)}
+        names = [m.group(2) for m in MARKER.finditer(read_text(document)) if m.group(3) != fresh[m.group(2)]]
         found += [f"{document} ({', '.join(names)})"] if names else []
     return found
 
@@ -164,7 +165,7 @@ def main(argv=None):
         print(f"report.py: nothing written: {error}", file=sys.stderr)
         return 1
     if args.check:
-        problems = stale(tables)
+        problems = stale(tables, documents)
         print("stale: " + "; ".join(problems) + ". Run: python report.py" if problems
               else "every table and generated section agrees with the results files")
         return 1 if problems else 0

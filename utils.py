@@ -350,10 +350,10 @@ def discussion_table(histories, mistakes, labels):
                           rows)
 
 
-def recipe_markdown(config=None, up=""):
+def recipe_markdown(up=""):
     """The network and the recipe, as Markdown bullets, from model.py and RunConfig's defaults; `up`: the
     path from the document's folder to the repository's root ("../" from studies/)."""
-    c, g = config or RunConfig(), RunConfig(norm="G")
+    c, g = RunConfig(), RunConfig(norm="G")
     params = count_parameters(c.net())
     return (f"- **Network** ([`model.py`]({up}model.py), torch only): a space-to-depth stem (2x2 patches become 4 "
             f"channels), five 3x3 convolutions of {WIDTH} channels (two at 14x14, max pooling, two unpadded "

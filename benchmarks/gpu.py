@@ -151,6 +151,23 @@ def first_reaching(by_seed):
     return int(reached[0]) + 1, float(np.mean([sum(h["seconds"][:reached[0] + 1]) for h in by_seed.values()]))
 
 
+def train_seeds(configs, data, device, deadline):
+    """{seed: history} of `configs` trained as one grouped run; past `deadline` (checked from epoch 2)
+    the run is cut, and the histories keep the epochs every seed finished."""
+    by_seed, check = {}, stop_at(deadline)
+
+    def keep(run, epoch, history):  # cut from epoch 2: then by_seed holds every run, all at the same epoch
+        by_seed[configs[run].seed] = history  # the history dict whose lists train_group appends to
+        if epoch > 1:
+            check()
+
+    try:
+        results = grouped.train_group(configs, data, device, on_epoch=keep)
+    except OutOfTime:
+        return by_seed
+    return {c.seed: result[1] for c, result in zip(configs, results) if isinstance(result, tuple)}
+
+
 def seeds_grouped(emit, data, device, sizes, deadline):
     """Step 3: each variant's seeds as one grouped run, against the committed CPU results; returns
     {norm: {seed: history}} of the variants that finished. A cut keeps the epochs that finished."""
@@ -160,18 +177,9 @@ def seeds_grouped(emit, data, device, sizes, deadline):
     for norm, part in zip(NORMS, np.linspace(began_all, deadline, len(NORMS) + 1)[1:]):  # as in one_epochs
         configs = [RunConfig(norm=norm, seed=seed, epochs=sizes["epochs"], **sizes["settings"])
                    for seed in range(1, sizes["seeds"] + 1)]
-        began, by_seed, check = time.perf_counter(), {}, stop_at(part)
-
-        def keep(run, epoch, history):  # cut from epoch 2: then by_seed holds every run, all at the same epoch
-            by_seed[configs[run].seed] = history  # the list train_group appends to
-            if epoch > 1:
-                check()
-
+        began = time.perf_counter()
         try:
-            results = grouped.train_group(configs, data, device, on_epoch=keep)
-            by_seed = {c.seed: result[1] for c, result in zip(configs, results) if isinstance(result, tuple)}
-        except OutOfTime:
-            pass
+            by_seed = train_seeds(configs, data, device, part)
         except Exception as error:  # noqa: BLE001 - as in one_epochs
             emit(f"{norm}: {sizes['seeds']} seeds grouped: {failed(error)}")
             continue

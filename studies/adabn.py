@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+import data as mnist
 import utils
 from files import markdown_table, read_csv, read_json, write_csv, write_json
 from model import NORMS
@@ -53,7 +54,7 @@ def score(seed, model, x, y):
     rows = []
     for corruption, severities in shift.CORRUPTIONS.items():
         for severity in severities:
-            images = shift.normalize(shift.corrupt(x, corruption, severity))
+            images = mnist.normalize(shift.corrupt(x, corruption, severity))
             for n, draws in plan(len(x)):
                 for number in range(draws):
                     accuracy = utils.evaluate(adapt(model, images, n, number), images, y)[1]
@@ -109,10 +110,8 @@ def tables(folder):
     sets = len({(r["corruption"], r["severity"]) for r in rows if shift.corrupted(r)})
     main = markdown_table(["unlabeled target images n", "draws", "BatchNorm + AdaBN (95% CI)",
                            *(h for m in "LG" for h in (f"− {NORMS[m]} (95% CI)", "verdict"))], lines, "rrrrlrl")
-    brief = markdown_table(["AdaBN from n unlabeled images, against", *(f"{n:,}" for n in sizes),
-                            "not below it from n ="],
-                           [[f"{NORMS[m]}, all corrupted sets", *verdicts[m].values(), common.catches_up(verdicts[m])]
-                            for m in "LG"], "l" + "l" * len(sizes) + "r")
+    brief = common.verdict_table("AdaBN from n unlabeled images, against", sizes,
+                                 {f"{NORMS[m]}, all corrupted sets": verdicts[m] for m in "LG"}, "n")
     full = [["none (clean)" if name == "none" else f"**{name}**" if keep is shift.corrupted else name,
              *(f"{mean(by_seed(rows, n, keep)):.2f}" for n in sizes),
              *(f"{mean(shift.mean_by_seed(others, m, keep)):.2f}" for m in "LG")] for name, keep in shift.groups(True)]

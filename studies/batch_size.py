@@ -65,16 +65,14 @@ def tables(folder):
     ghost, verdicts = [], {"own": {}, "G": {}}
     for k in sizes:
         batch = scores(rows, "B", "ghost", k)
-        own = common.compared(batch, largest) if k != sizes[-1] else ["(reference)", ""]
+        if k == sizes[-1]:
+            own = ["(reference)", ""]
+        else:
+            own = common.compared(batch, largest)
+            verdicts["own"][k] = own[1]
         against = common.compared(batch, group)
         verdicts["G"][k] = against[1]
-        if k != sizes[-1]:
-            verdicts["own"][k] = own[1]
         ghost.append([k, common.mean_ci(list(batch.values())), *own, *against])
-    brief = [[f"its own k = {sizes[-1]}", *verdicts["own"].values(), "", common.catches_up(verdicts["own"])],
-             [NORMS["G"], *verdicts["G"].values(), common.catches_up(verdicts["G"])]]
-    brief = markdown_table(["BatchNorm at k images, against", *map(str, sizes), "not below it from k ="],
-                           brief, "l" + "l" * len(sizes) + "r")
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
@@ -96,6 +94,8 @@ def tables(folder):
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
                   "√(batch / 128).\n")
+    brief = common.verdict_table("BatchNorm at k images, against", sizes,
+                                 {f"its own k = {sizes[-1]}": verdicts["own"], NORMS["G"]: verdicts["G"]}, "k")
     brief += (f"\nVerdicts of [the full table](studies/README.md#batch-size), paired by seed over {len(largest)} seeds "
               "(95% CI); last column: the smallest k from which none is \"lower\".\n")
     return {"batch_size_brief.md": brief, "batch_size.md": main, "batch_size_real.md": real_table}

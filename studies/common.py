@@ -14,8 +14,8 @@ import torch
 
 import sweeps
 from config import RunConfig, resolve_device
-from data import load_mnist
-from files import ROOT, atomic_write, run_info, short_commit
+from data import load_mnist, pixels
+from files import ROOT, atomic_write, markdown_table, run_info, short_commit
 from model import state_digest
 from studies import stats
 
@@ -55,8 +55,7 @@ def test_images(args):
     """The MNIST test set (x in [0, 1], (N, 1, 28, 28); labels) on args.device, the first args.test_limit."""
     device = resolve_device(args.device)
     _, _, images, labels = load_mnist(os.path.join(ROOT, "data"))
-    return (images[:args.test_limit].to(device, torch.float32).unsqueeze(1) / 255,
-            labels[:args.test_limit].to(device, torch.int64))
+    return pixels(images[:args.test_limit], device), labels[:args.test_limit].to(device, torch.int64)
 
 
 def score_path(results_dir, norm, seed, model, kind, *versions):
@@ -135,3 +134,11 @@ def catches_up(verdicts):
     sizes = sorted(verdicts)
     caught = [n for i, n in enumerate(sizes) if all(verdicts[k] != "lower" for k in sizes[i:])]
     return f"{caught[0]:,}" if caught else "—"
+
+
+def verdict_table(first, sizes, rows, letter):
+    """A brief table: per row ({label: {size: verdict}}) its verdict at each size ("" where none)
+    and, last, catches_up()."""
+    return markdown_table([first, *(f"{n:,}" for n in sizes), f"not below it from {letter} ="],
+                          [[label, *(v.get(n, "") for n in sizes), catches_up(v)] for label, v in rows.items()],
+                          "l" + "l" * len(sizes) + "r")

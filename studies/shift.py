@@ -87,10 +87,6 @@ def corrupt(x, corruption, severity):
     raise ValueError(f"corruption={corruption!r}: use one of {sorted(CORRUPTIONS)}")
 
 
-def normalize(x):
-    return (x - mnist.MNIST_MEAN) / mnist.MNIST_STD
-
-
 @torch.no_grad()
 def adapt_batchnorm(model, x, batch_size=2500):
     """AdaBN: a copy of `model` whose BatchNorm running statistics are recomputed on x."""
@@ -110,7 +106,7 @@ def score(models, x, y):
     rows = []
     for corruption, severities in CORRUPTIONS.items():
         for severity in severities:
-            images = normalize(corrupt(x, corruption, severity))
+            images = mnist.normalize(corrupt(x, corruption, severity))
             for (norm, seed), model in models.items():
                 rows.append((norm, seed, corruption, severity, utils.evaluate(model, images, y)[1]))
                 if norm == "B":

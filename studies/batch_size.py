@@ -108,17 +108,17 @@ def plot(rows, labels):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
-    for norm, label in labels.items():
+    for color, (norm, label) in zip(["C0", "C1", "C2"], labels.items()):  # the notebook's order and colours
         described = {k: stats.describe([100 - v for v in scores(rows, norm, "ghost", k).values()])
                      for k in sizes if scores(rows, norm, "ghost", k)}
         if norm == "B":
             mean = np.array([d["mean"] for d in described.values()])
             low, high = np.array([d["ci"] for d in described.values()]).T
-            color = ax.errorbar(list(described), mean, yerr=[mean - low, high - mean], marker="o", capsize=3,
-                                label=f"{label} (ghost batches)")[0].get_color()
+            ax.errorbar(list(described), mean, yerr=[mean - low, high - mean], marker="o", capsize=3,
+                        color=color, label=f"{label} (ghost batches)")
         else:
             d = described[sizes[-1]]
-            color = ax.axhline(d["mean"], linestyle="--", label=f"{label} (the same at every k)").get_color()
+            ax.axhline(d["mean"], color=color, linestyle="--", label=f"{label} (the same at every k)")
             ax.axhspan(d["ci"][0], d["ci"][1], color=color, alpha=0.12)
         for size in sorted({r["batch_size"] for r in rows if r["kind"] == "real"}):
             values = [100 - v for v in scores(rows, norm, "real", size).values()]

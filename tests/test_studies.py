@@ -113,6 +113,10 @@ def fake_rows():
 def test_study_figures_draw_every_variant():
     figure = batch_size.plot(fake_rows(), LABELS)
     assert figure.axes[0].get_xscale() == "log" and len(figure.axes[0].get_legend().get_texts()) == 4
+    legend = figure.axes[0].get_legend()
+    colours = {text.get_text().split(" ")[0]: matplotlib.colors.to_hex(handle.get_color())
+               for text, handle in zip(legend.get_texts(), legend.legend_handles) if "(" in text.get_text()}
+    assert len(set(colours.values())) == 3, colours  # BatchNorm, LayerNorm and GroupNorm told apart
     shift_rows = [dict(norm=m, seed=s, corruption=c, severity=v, test_accuracy=90.0 + s)
                   for m in shift.MODELS for s in (1, 2) for c, vs in shift.CORRUPTIONS.items() for v in vs]
     figure = shift.plot(shift_rows)

@@ -67,6 +67,7 @@ def tables(folder):
         batch = scores(rows, "B", "ghost", k)
         if k == sizes[-1]:
             own = ["(reference)", ""]
+            verdicts["own"][k] = "(reference)"
         else:
             own = common.compared(batch, largest)
             verdicts["own"][k] = own[1]
@@ -76,13 +77,15 @@ def tables(folder):
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
-            + f"\nFinal test accuracy (%), {len(largest)} seeds per k, differences in points paired by seed. LayerNorm "
+            + f"\nFinal test accuracy (%), seeds {min(largest)}–{max(largest)} at every k (at k = {sizes[-1]} the seeds "
+            "study's own runs of those seeds; its headline averages all its seeds), differences in points paired by seed. "
+            "LayerNorm "
             f"{common.mean_ci(list(layer.values()))} and GroupNorm {common.mean_ci(list(group.values()))} normalize "
             f"each image by itself, so k does not enter them. "
             + common.provenance(read_json(os.path.join(folder, "batch_size.json"), MAKER)))
     real_sizes = sorted({r["batch_size"] for r in rows if r["kind"] == "real"})
     real_seeds = sorted({r["seed"] for r in rows if r["kind"] == "real"})
-    real = []
+    real, widths = [], []
     for size, kind in [(s, "real") for s in real_sizes] + [(sizes[-1], "ghost")]:  # the recipe's batch last
         by_norm = {n: {s: v for s, v in scores(rows, n, kind, size).items() if s in real_seeds} for n in NORMS}
         key = "batch_size" if kind == "real" else "norm_batch"
@@ -90,10 +93,14 @@ def tables(folder):
         real.append([f"{size}" + (" (the recipe)" if kind == "ghost" else ""), f"{lr:g}",
                      *(common.mean_ci(list(by_norm[n].values())) for n in NORMS),
                      *common.compared(by_norm["B"], by_norm["G"])])
+        widths.append(common.half_width(by_norm["B"], by_norm["G"]))
+    ghost_width = np.mean([common.half_width(scores(rows, "B", "ghost", k), group) for k in sizes])
     real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
-                  "√(batch / 128).\n")
+                  f"√(batch / 128). A BatchNorm − GroupNorm CI here is ±{np.mean(widths):.2f} points on average, "
+                  f"against ±{ghost_width:.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" here rules "
+                  "out only larger differences.\n")
     brief = common.verdict_table("BatchNorm at k images, against", sizes,
                                  {f"its own k = {sizes[-1]}": verdicts["own"], NORMS["G"]: verdicts["G"]}, "k")
     brief += (f"\nVerdicts of [the full table](studies/README.md#batch-size), paired by seed over {len(largest)} seeds "
@@ -104,7 +111,8 @@ def tables(folder):
 def plot(rows, labels):
     """Test error (%) against images per normalization batch (log x): BatchNorm's ghost batches
     with 95% CIs, LayerNorm and GroupNorm as bands (mean and CI: k does not enter them), and the
-    real batches as open markers."""
+    real batches' means as open squares in each norm's colour (their few seeds' CIs, in the table, would
+    dwarf the curve)."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
@@ -118,16 +126,18 @@ def plot(rows, labels):
                         color=color, label=f"{label} (ghost batches)")
         else:
             d = described[sizes[-1]]
-            ax.axhline(d["mean"], color=color, linestyle="--", label=f"{label} (the same at every k)")
+            ax.axhline(d["mean"], color=color, linestyle="--", label=f"{label} (any k; band: 95% CI)")
             ax.axhspan(d["ci"][0], d["ci"][1], color=color, alpha=0.12)
-        for size in sorted({r["batch_size"] for r in rows if r["kind"] == "real"}):
+        for size in sorted({r["batch_size"] for r in rows if r["kind"] == "real"}):  # right of k, one offset a norm
             values = [100 - v for v in scores(rows, norm, "real", size).values()]
-            ax.scatter([size * {"B": 1, "L": 1.06, "G": 0.94}[norm]], [np.mean(values)], facecolors="none",
-                       edgecolors=color, s=60, zorder=3)
-    ax.scatter([], [], facecolors="none", edgecolors="gray", s=60, label="real batch of that size, lr ∝ √batch")
+            ax.plot([size * {"B": 1.08, "L": 1.16, "G": 1.24}[norm]], [np.mean(values)], marker="s", markersize=6,
+                    color=color, markerfacecolor="none", linestyle="none", gid=f"real {norm}")
+    seeds = len({r["seed"] for r in rows if r["kind"] == "real"})
+    ax.plot([], [], marker="s", markerfacecolor="none", color="gray", linestyle="none",
+            label=f"real batch of k images, lr ∝ √batch: mean of {seeds} seeds (colour: norm)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(GHOST_SIZES, [str(k) for k in GHOST_SIZES])
-    ax.set(xlabel="images per normalization batch (log scale)", ylabel="final test error (%, last epoch)",
+    ax.set(xlabel="k: images per normalization batch (log scale)", ylabel="final test error (%, last epoch)",
            title="Test error against the normalization batch (mean and 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -123,6 +123,12 @@ def paired_by_seed(a, b):
     return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
 
 
+def half_width(a, b):
+    """Half the width of the 95% CI of a − b, paired by seed."""
+    low, high = paired_by_seed(a, b)["ci"]
+    return (high - low) / 2
+
+
 def compared(a, b):
     """The two cells of a paired comparison of {seed: value} dicts: a − b with its CI, and the verdict."""
     r = paired_by_seed(a, b)
@@ -139,6 +145,6 @@ def catches_up(verdicts):
 def verdict_table(first, sizes, rows, letter):
     """A brief table: per row ({label: {size: verdict}}) its verdict at each size ("" where none)
     and, last, catches_up()."""
-    return markdown_table([first, *(f"{n:,}" for n in sizes), f"not below it from {letter} ="],
+    return markdown_table([first, *(f"{n:,}" for n in sizes), f"no longer lower from {letter} ="],
                           [[label, *(v.get(n, "") for n in sizes), catches_up(v)] for label, v in rows.items()],
                           "l" + "l" * len(sizes) + "r")

@@ -78,7 +78,7 @@ def sweep(runs, args):
     seconds = time.perf_counter() - start
     run_seconds = [sum(history["seconds"]) for _, history in pairs]  # each run's own, recorded when it trained
     info = run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
-                    seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=args.workers,
+                    seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=sweeps.LAST_SWEEP["workers"],
                     mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
                     command=f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')} "
                             + shlex.join(sys.argv[1:]))

@@ -41,12 +41,13 @@ def test_sweep_equals_run_then_loads_from_its_files(tmp_path, data):
     finally:
         torch.set_num_threads(threads)
     assert without_seconds(first) == without_seconds(alone)  # to every digit, in the order of RUNS
+    assert sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": len(RUNS), "workers": 2}  # what provenance records
 
     start = time.perf_counter()
     second = sweeps.sweep(RUNS, workers=2, threads=1, results_dir=str(tmp_path), epochs=1, data=data,
                          device="cpu", progress=False)
     assert time.perf_counter() - start < 0.1 * first_seconds
-    assert second == first
+    assert second == first and sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": 0, "workers": 0}
     assert len(os.listdir(tmp_path)) == len(RUNS)
 
 

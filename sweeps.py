@@ -209,7 +209,7 @@ def groups(todo, paths):
     return [runs[i:i + GROUP] for runs in alike.values() for i in range(0, len(runs), GROUP)]
 
 
-LAST_SWEEP = {"runs": 0, "trained": 0, "workers": 0}  # what the latest sweep() in this process did
+LAST_SWEEP = {"runs": 0, "trained": 0, "workers": 0, "threads": 0}  # what the latest sweep() in this process did
 
 
 def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, return_models=False, **common):
@@ -241,13 +241,13 @@ def sweep(runs, workers=None, results_dir="runs", progress=True, threads=None, r
     paths = {key: run_path(results_dir, config, key) for config, key in zip(configs, keys)}
     records = {key: load_run(paths[key], key, config) for config, key in zip(configs, keys)}
     todo = {key: config for config, key in zip(configs, keys) if records[key] is None}
-    LAST_SWEEP.update(runs=len(keys), trained=len(todo), workers=0)  # workers: the processes that trained
+    LAST_SWEEP.update(runs=len(keys), trained=len(todo), workers=0, threads=0)  # the processes that trained
     if todo:
         tasks = (groups(todo, paths) if device.type == "cuda" else  # alike but for their seeds: one network
                  [[(dataclasses.asdict(config), key, paths[key])] for key, config in todo.items()])
         workers = min(workers or default_workers(device, len(tasks)), len(tasks))
         threads = threads or max(1, cores() // workers)
-        LAST_SWEEP["workers"] = workers
+        LAST_SWEEP.update(workers=workers, threads=threads)
         print(f"sweep: {len(keys) - len(todo)} of {len(keys)} runs loaded from {results_dir}/; training "
               f"{len(todo)} on {device} with {workers} worker(s) x {threads} thread(s)")
         _train_all(tasks, workers, threads, progress, root, data, device)

@@ -77,7 +77,7 @@ def tables(folder):
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
-            + f"\nFinal test accuracy (%), seeds {min(largest)}–{max(largest)} at every k (at k = {sizes[-1]} the seeds "
+            + f"\nFinal test accuracy (%), seeds {common.seed_list(largest)} at every k (at k = {sizes[-1]} the seeds "
             "study's own runs of those seeds; its headline averages all its seeds), differences in points paired by seed. "
             "LayerNorm "
             f"{common.mean_ci(list(layer.values()))} and GroupNorm {common.mean_ci(list(group.values()))} normalize "
@@ -97,7 +97,7 @@ def tables(folder):
     ghost_width = np.mean([common.half_width(scores(rows, "B", "ghost", k), group) for k in sizes])
     real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
-                  + f"\nFinal test accuracy (%), seeds {', '.join(map(str, real_seeds))}, the learning rate scaled by "
+                  + f"\nFinal test accuracy (%), seeds {common.seed_list(real_seeds)}, the learning rate scaled by "
                   f"√(batch / 128). A BatchNorm − GroupNorm CI here is ±{np.mean(widths):.2f} points on average, "
                   f"against ±{ghost_width:.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" here rules "
                   "out only larger differences.\n")

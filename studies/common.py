@@ -79,6 +79,7 @@ def sweep(runs, args):
     run_seconds = [sum(history["seconds"]) for _, history in pairs]  # each run's own, recorded when it trained
     info = run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
                     seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=sweeps.LAST_SWEEP["workers"],
+                    threads_per_worker=sweeps.LAST_SWEEP["threads"],
                     mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
                     command=f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')} "
                             + shlex.join(sys.argv[1:]))
@@ -123,6 +124,13 @@ def paired_by_seed(a, b):
     return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
 
 
+def seed_list(seeds):
+    """'1–10' for a run of consecutive seeds, else '1, 3, 5'."""
+    seeds = sorted(seeds)
+    return f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)) \
+        else ", ".join(map(str, seeds))
+
+
 def half_width(a, b):
     """Half the width of the 95% CI of a − b, paired by seed."""
     low, high = paired_by_seed(a, b)["ci"]
@@ -136,8 +144,9 @@ def compared(a, b):
 
 
 def catches_up(verdicts):
-    """The smallest size from which no verdict ({size: verdict}) is "lower", as text; "—" if the largest is."""
-    sizes = sorted(verdicts)
+    """The smallest size from which no verdict ({size: verdict}) is "lower", as text; "—" if the largest is.
+    Cells that are no verdict (a "(reference)") are passed over."""
+    sizes = sorted(k for k, v in verdicts.items() if v in ("higher", "lower", "within noise"))
     caught = [n for i, n in enumerate(sizes) if all(verdicts[k] != "lower" for k in sizes[i:])]
     return f"{caught[0]:,}" if caught else "—"
 

@@ -103,6 +103,8 @@ def test_the_tables_put_each_verdict_where_its_ci_lies(tmp_path):
              if line.startswith("| ") and "---" not in line}
     assert brief["LayerNorm, all corrupted sets"] == "4" and brief["GroupNorm, all corrupted sets"] == "—"
     assert common.catches_up({0: "lower", 1: "within noise", 4: "lower", 16: "higher"}) == "16"
+    assert common.catches_up({2: "lower", 4: "lower", 128: "(reference)"}) == "—"  # a reference is no verdict
+    assert (common.seed_list([3, 1, 2]), common.seed_list([1, 3, 5]), common.seed_list([1, 2])) == ("1–3", "1, 3, 5", "1, 2")
 
 
 def test_the_figure_draws_a_line_per_corruption_and_the_references(tmp_path):

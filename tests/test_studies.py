@@ -118,9 +118,10 @@ def test_study_figures_draw_every_variant():
                for text, handle in zip(legend.get_texts(), legend.legend_handles)
                if text.get_text().split(" ")[0] in LABELS.values()}
     assert len(set(colours.values())) == 3, colours  # BatchNorm, LayerNorm and GroupNorm told apart
-    real = {line.get_gid(): matplotlib.colors.to_hex(line.get_color()) for line in figure.axes[0].lines
-            if (line.get_gid() or "").startswith("real ")}
-    assert real == {f"real {norm}": colours[label] for norm, label in LABELS.items()}  # each square in its norm's
+    real = sorted((line.get_gid(), matplotlib.colors.to_hex(line.get_color())) for line in figure.axes[0].lines
+                  if (line.get_gid() or "").startswith("real "))
+    assert real == sorted((f"real {norm}", colours[label]) for norm, label in LABELS.items()
+                          for _ in batch_size.REAL_SIZES)  # every square in its norm's colour
     shift_rows = [dict(norm=m, seed=s, corruption=c, severity=v, test_accuracy=90.0 + s)
                   for m in shift.MODELS for s in (1, 2) for c, vs in shift.CORRUPTIONS.items() for v in vs]
     figure = shift.plot(shift_rows)
@@ -153,12 +154,15 @@ def test_a_study_with_its_default_arguments_records_what_produced_it(monkeypatch
 
     history = {key: [1.0] for key in utils.HISTORY_KEYS}
     monkeypatch.setattr(common.sweeps, "sweep", lambda runs, **kwargs: [(Net(r["norm"]), history) for r in runs])
+    monkeypatch.setitem(common.sweeps.LAST_SWEEP, "workers", 3)  # as the sweep it stands for would leave it
+    monkeypatch.setitem(common.sweeps.LAST_SWEEP, "threads", 1)
     monkeypatch.setattr("sys.argv", ["studies/seeds.py", "--seeds", "1", "2"])
     args = common.parse(common.parser("doc", seeds=[1, 2]))
     assert args.device is None  # the default: CUDA when there is one
     pairs, info = common.sweep([dict(norm="B", seed=1), dict(norm="L", seed=2)], args)
     assert len(pairs) == 2 and info["parameters"]["command"] == "python -m studies.seeds --seeds 1 2"
     assert info["device"].startswith(("CPU", "NVIDIA")) and info["recipe"]["epochs"] == 20
+    assert (info["parameters"]["workers"], info["parameters"]["threads_per_worker"]) == (3, 1)
 
 
 def test_a_claim_needs_two_seeds(monkeypatch, capsys):

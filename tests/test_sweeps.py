@@ -41,19 +41,20 @@ def test_sweep_equals_run_then_loads_from_its_files(tmp_path, data):
     finally:
         torch.set_num_threads(threads)
     assert without_seconds(first) == without_seconds(alone)  # to every digit, in the order of RUNS
-    assert sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": len(RUNS), "workers": 2}  # what provenance records
+    assert sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": len(RUNS), "workers": 2, "threads": 1}  # provenance
 
     start = time.perf_counter()
     second = sweeps.sweep(RUNS, workers=2, threads=1, results_dir=str(tmp_path), epochs=1, data=data,
                          device="cpu", progress=False)
     assert time.perf_counter() - start < 0.1 * first_seconds
-    assert second == first and sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": 0, "workers": 0}
+    assert second == first and sweeps.LAST_SWEEP == {"runs": len(RUNS), "trained": 0, "workers": 0, "threads": 0}
     assert len(os.listdir(tmp_path)) == len(RUNS)
 
 
 def test_sweep_returns_trained_models(tmp_path, data):
-    pairs = sweeps.sweep(RUNS[:2], workers=1, results_dir=str(tmp_path), epochs=1, data=data,
+    pairs = sweeps.sweep(RUNS[:2], workers=8, results_dir=str(tmp_path), epochs=1, data=data,
                         device="cpu", progress=False, return_models=True)
+    assert sweeps.LAST_SWEEP["workers"] == 2  # the processes it used, at most one per run, not the argument
     for (model, history), run in zip(pairs, RUNS):
         assert model.norm == run["norm"] and not model.training
         assert utils.evaluate(model, data[2], data[3])[1] == pytest.approx(history["test_accuracy"][-1])

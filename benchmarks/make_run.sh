@@ -42,13 +42,15 @@ for name in "${names[@]}"; do
         >> "$work/make_run.txt"
 done
 "$PY" - "$work" "${names[@]}" >> "$work/make_run.txt" <<'PYTHON' || { cat "$work/make_run.txt" >&2; fail "the histories differ (above)"; }
-import csv, sys
+import sys
+import utils
 work, names = sys.argv[1], sys.argv[2:]
-rows = {name: list(csv.DictReader(open(f"{work}/{name}/Images/notebook/history.csv"))) for name in names}
+runs = {name: {norm: history for norm, by_seed in utils.load_histories(f"{work}/{name}/Images/notebook/history.csv").items()
+               for history in by_seed.values()} for name in names}  # the notebook's one seed per norm
 print("# each run's training seconds (history.csv, sum over epochs), B / L / G:")
 for name in names:
-    print(f"{name}: " + " / ".join(f"{sum(float(r['seconds']) for r in rows[name] if r['norm'] == n):.0f}" for n in "BLG"))
-digits = {name: [{k: v for k, v in r.items() if k != "seconds"} for r in rows[name]] for name in names}
+    print(f"{name}: " + " / ".join(f"{sum(runs[name][norm]['seconds']):.0f}" for norm in "BLG"))
+digits = {name: {norm: {k: v for k, v in h.items() if k != "seconds"} for norm, h in runs[name].items()} for name in names}
 differ = [name for name in names if digits[name] != digits[names[0]]]
 print(f"# the {len(names)} histories, every column but seconds, identical to every digit: {not differ}")
 sys.exit(f"differ from {names[0]}'s: {', '.join(differ)}" if differ else 0)

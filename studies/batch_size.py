@@ -62,17 +62,14 @@ def tables(folder):
     sizes = sorted({r["norm_batch"] for r in rows if r["kind"] == "ghost"})
     largest = scores(rows, "B", "ghost", sizes[-1])
     layer, group = scores(rows, "L", "ghost", sizes[-1]), scores(rows, "G", "ghost", sizes[-1])
-    ghost, verdicts = [], {"own": {}, "G": {}}
+    ghost, verdicts, ghost_widths = [], {"own": {}, "G": {}}, []
     for k in sizes:
         batch = scores(rows, "B", "ghost", k)
-        if k == sizes[-1]:
-            own = ["(reference)", ""]
-            verdicts["own"][k] = "(reference)"
-        else:
-            own = common.compared(batch, largest)
-            verdicts["own"][k] = own[1]
+        own = ["(reference)", ""] if k == sizes[-1] else common.compared(batch, largest)
+        verdicts["own"][k] = own[1] or own[0]  # the brief table shows "(reference)" too
         against = common.compared(batch, group)
         verdicts["G"][k] = against[1]
+        ghost_widths.append(common.half_width(batch, group))
         ghost.append([k, common.mean_ci(list(batch.values())), *own, *against])
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
@@ -94,12 +91,11 @@ def tables(folder):
                      *(common.mean_ci(list(by_norm[n].values())) for n in NORMS),
                      *common.compared(by_norm["B"], by_norm["G"])])
         widths.append(common.half_width(by_norm["B"], by_norm["G"]))
-    ghost_width = np.mean([common.half_width(scores(rows, "B", "ghost", k), group) for k in sizes])
     real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {common.seed_list(real_seeds)}, the learning rate scaled by "
                   f"√(batch / 128). A BatchNorm − GroupNorm CI here is ±{np.mean(widths):.2f} points on average, "
-                  f"against ±{ghost_width:.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" here rules "
+                  f"against ±{np.mean(ghost_widths):.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" here rules "
                   "out only larger differences.\n")
     brief = common.verdict_table("BatchNorm at k images, against", sizes,
                                  {f"its own k = {sizes[-1]}": verdicts["own"], NORMS["G"]: verdicts["G"]}, "k")

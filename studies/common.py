@@ -77,9 +77,9 @@ def sweep(runs, args):
                          root=os.path.join(ROOT, "data"), return_models=True, **settings(args))
     seconds = time.perf_counter() - start
     run_seconds = [sum(history["seconds"]) for _, history in pairs]  # each run's own, recorded when it trained
-    info = run_info(args.device, runs=len(runs), trained_runs=sweeps.LAST_SWEEP["trained"],
-                    seeds=getattr(args, "seeds", None), sweep_seconds=round(seconds, 1), workers=sweeps.LAST_SWEEP["workers"],
-                    threads_per_worker=sweeps.LAST_SWEEP["threads"],
+    done = sweeps.LAST_SWEEP
+    info = run_info(args.device, runs=len(runs), trained_runs=done["trained"], seeds=getattr(args, "seeds", None),
+                    sweep_seconds=round(seconds, 1), workers=done["workers"], threads_per_worker=done["threads"],
                     mean_run_seconds=round(sum(run_seconds) / len(run_seconds), 1),
                     command=f"python -m studies.{os.path.basename(sys.argv[0]).removesuffix('.py')} "
                             + shlex.join(sys.argv[1:]))
@@ -146,7 +146,7 @@ def compared(a, b):
 def catches_up(verdicts):
     """The smallest size from which no verdict ({size: verdict}) is "lower", as text; "—" if the largest is.
     Cells that are no verdict (a "(reference)") are passed over."""
-    sizes = sorted(k for k, v in verdicts.items() if v in ("higher", "lower", "within noise"))
+    sizes = sorted(k for k, v in verdicts.items() if v in stats.VERDICTS)
     caught = [n for i, n in enumerate(sizes) if all(verdicts[k] != "lower" for k in sizes[i:])]
     return f"{caught[0]:,}" if caught else "—"
 

@@ -70,6 +70,10 @@ def holm(p_values):
     return adjusted
 
 
+VERDICTS = ("higher", "lower", "within noise")
+
+
 def verdict(ci):
-    """The word a 95% CI of a difference supports: "higher" above 0, "lower" below, else "within noise"."""
-    return "higher" if ci[0] > 0 else "lower" if ci[1] < 0 else "within noise"
+    """The word of VERDICTS a 95% CI of a difference supports: "higher" above 0, "lower" below, else "within noise"."""
+    higher, lower, within = VERDICTS
+    return higher if ci[0] > 0 else lower if ci[1] < 0 else within

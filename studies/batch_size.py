@@ -75,10 +75,9 @@ def tables(folder):
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
             + f"\nFinal test accuracy (%), seeds {common.seed_list(largest)} at every k (at k = {sizes[-1]} the seeds "
-            "study's own runs of those seeds; its headline averages all its seeds), differences in points paired by seed. "
-            "LayerNorm "
-            f"{common.mean_ci(list(layer.values()))} and GroupNorm {common.mean_ci(list(group.values()))} normalize "
-            f"each image by itself, so k does not enter them. "
+            "study's own runs of those seeds; its headline averages all its seeds), differences in points paired by "
+            f"seed. LayerNorm {common.mean_ci(list(layer.values()))} and GroupNorm "
+            f"{common.mean_ci(list(group.values()))} normalize each image by itself, so k does not enter them. "
             + common.provenance(read_json(os.path.join(folder, "batch_size.json"), MAKER)))
     real_sizes = sorted({r["batch_size"] for r in rows if r["kind"] == "real"})
     real_seeds = sorted({r["seed"] for r in rows if r["kind"] == "real"})
@@ -95,8 +94,8 @@ def tables(folder):
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {common.seed_list(real_seeds)}, the learning rate scaled by "
                   f"√(batch / 128). A BatchNorm − GroupNorm CI here is ±{np.mean(widths):.2f} points on average, "
-                  f"against ±{np.mean(ghost_widths):.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" here rules "
-                  "out only larger differences.\n")
+                  f"against ±{np.mean(ghost_widths):.2f} for the ghost batches' {len(largest)} seeds: \"within noise\" "
+                  "here rules out only larger differences.\n")
     brief = common.verdict_table("BatchNorm at k images, against", sizes,
                                  {f"its own k = {sizes[-1]}": verdicts["own"], NORMS["G"]: verdicts["G"]}, "k")
     brief += (f"\nVerdicts of [the full table](studies/README.md#batch-size), paired by seed over {len(largest)} seeds "

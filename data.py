@@ -193,11 +193,6 @@ def normalize(x):
     return (x - MNIST_MEAN) / MNIST_STD
 
 
-def to_tensors(images, labels, device):
-    """Normalized images (N, 1, 28, 28) float32 and labels (N,) int64, on `device`."""
-    return normalize(pixels(images, device)), labels.to(device, torch.int64)
-
-
 def select(tensors, train_limit=None, test_limit=None, validation=False):
     """The (train_x, train_y, test_x, test_y) a run uses: a limit keeps the first N images; validation=True puts the
     last VALIDATION_IMAGES training images in place of the test set, so that designs are chosen without it."""
@@ -210,8 +205,7 @@ def select(tensors, train_limit=None, test_limit=None, validation=False):
 
 def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None, validation=False):
     """(train_x, train_y, test_x, test_y) on `device`, verified and normalized; limits and split as in select()."""
-    train_images, train_labels, test_images, test_labels = load_mnist(root)
-    tensors = (*to_tensors(train_images, train_labels, device), *to_tensors(test_images, test_labels, device))
+    tensors = [normalize(pixels(t, device)) if t.dim() == 3 else t.to(device, torch.int64) for t in load_mnist(root)]
     return select(tensors, train_limit, test_limit, validation)
 
 

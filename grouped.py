@@ -163,10 +163,7 @@ def train_group(configs, data, device, progress=False, on_epoch=None):
                                                        seconds)):
                 history[key].append(value)
             bad = int(bad_steps[run]) - 1 - (epoch - 1) * steps_per_epoch  # this epoch's batch number, or < 0
-            failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad + 1} of {steps_per_epoch}"
-                       if bad >= 0 else utils.learning_failure(history, epoch, epoch * steps_per_epoch))
-            if failure:
-                results[run] = utils.diverged(c, failure)
+            results[run] = utils.epoch_failure(c, history, epoch, steps_per_epoch, bad)
         for run, (c, history) in enumerate(zip(configs, histories)):  # once every history holds the epoch
             if results[run] is None and progress:
                 bar.write(utils.epoch_line(c, history, epoch))

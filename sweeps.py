@@ -160,28 +160,22 @@ def _worker_data(config):
     return _WORKER["tensors"]
 
 
-def _train_one(task):
-    """Train a task of one run, [(config fields, key, path)], in this worker and save it; a failure raises."""
-    [(config_fields, key, path)] = task
-    config = RunConfig(**config_fields)
-    model, history = utils.train(config, _worker_data(config), _WORKER["device"], progress=False,
-                                 on_epoch=lambda epoch, history: _WORKER["progress"].put(1))
-    save_run(path, key, config, model, history, _WORKER["device"])
-    return []
-
-
-def _train_group(group):
-    """Train runs alike but for their seeds, [(config fields, key, path)], as one network in this worker
-    and save each; returns the failures, one line each."""
-    configs = [RunConfig(**fields) for fields, _, _ in group]
-    results = grouped.train_group(configs, _worker_data(configs[0]), _WORKER["device"],
-                                  on_epoch=lambda run, epoch, history: _WORKER["progress"].put(1))
+def _train_task(task, together):
+    """Train a task, [(config fields, key, path)], in this worker and save each run: runs alike but for their seeds
+    as one network if `together` (on a GPU), else its one run by utils.train (a failure raises); returns the
+    failures, one line each."""
+    configs, device, tick = [RunConfig(**fields) for fields, _, _ in task], _WORKER["device"], _WORKER["progress"].put
+    if together:
+        results = grouped.train_group(configs, _worker_data(configs[0]), device, on_epoch=lambda *_: tick(1))
+    else:
+        [config] = configs
+        results = [utils.train(config, _worker_data(config), device, progress=False, on_epoch=lambda *_: tick(1))]
     failures = []
-    for config, (_, key, path), result in zip(configs, group, results):
+    for config, (_, key, path), result in zip(configs, task, results):
         if isinstance(result, Exception):
             failures.append(f"{config.label}, seed {config.seed}: {type(result).__name__}: {result}")
         else:
-            save_run(path, key, config, *result, _WORKER["device"], grouped=len(group))
+            save_run(path, key, config, *result, device, grouped=len(task))
     return failures
 
 
@@ -273,8 +267,7 @@ def _train_all(tasks, workers, threads, progress, root, data, device):
                                        initargs=(os.getpid(), root, data, str(device), threads, epochs))
     failures = []
     try:
-        train = _train_group if device.type == "cuda" else _train_one
-        pending = {pool.submit(train, task): task for task in tasks}
+        pending = {pool.submit(_train_task, task, device.type == "cuda"): task for task in tasks}
         while pending:
             done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
             while not epochs.empty():  # this process is the queue's one reader

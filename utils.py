@@ -164,9 +164,13 @@ def learning_failure(history, epoch, steps):
     return None
 
 
-def diverged(config, failure):
-    return TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and nothing "
-                            f"of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
+def epoch_failure(config, history, epoch, steps_per_epoch, bad_step):
+    """The TrainingDiverged of a run whose loss was not finite at batch `bad_step` of the epoch (0-based; < 0: none)
+    or that learns nothing (learning_failure); else None."""
+    failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad_step + 1} of {steps_per_epoch}"
+               if bad_step >= 0 else learning_failure(history, epoch, epoch * steps_per_epoch))
+    return failure and TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and "
+                                        f"nothing of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
 
 
 def train(config, data, device, progress=True, on_epoch=None):
@@ -188,10 +192,9 @@ def train(config, data, device, progress=True, on_epoch=None):
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,
                                         float(optimizer.param_groups[0]["lr"]), time.perf_counter() - start)):
             history[key].append(value)
-        failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad_step + 1} of "
-                   f"{steps_per_epoch}" if bad_step >= 0 else learning_failure(history, epoch, epoch * steps_per_epoch))
+        failure = epoch_failure(config, history, epoch, steps_per_epoch, bad_step)
         if failure:
-            raise diverged(config, failure)
+            raise failure
         if progress:
             bar.write(epoch_line(config, history, epoch))
         if on_epoch:

@@ -2,7 +2,6 @@
 
     python -m benchmarks.gpu --out gpu_results     # on a GPU, with MNIST already in data/
     python -m benchmarks.gpu --dry-run             # the same logic on the CPU, tiny sizes, in seconds
-    python -m benchmarks.gpu --step-times B        # training steps here: M runs apart against grouped
 
 Three steps (benchmarks/README.md says what each measures), each cut after the epoch that passes its
 deadline, a share of --budget seconds plus what earlier steps left: one epoch per variant four ways,
@@ -61,10 +60,7 @@ def main(argv=None):
     parser.add_argument("--out", default="gpu_results", help="folder for speed_gpu.txt and the runs' histories")
     parser.add_argument("--budget", type=float, default=360, help="seconds for all the steps together")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes: checks the logic only")
-    parser.add_argument("--step-times", metavar="NORM", help="seconds per step of that norm, apart against grouped")
     args = parser.parse_args(argv)
-    if args.step_times:
-        return step_times(resolve_device(None), args.step_times)
     device = torch.device("cpu") if args.dry_run else resolve_device(None)
     if device.type != "cuda" and not args.dry_run:
         parser.error("no CUDA GPU here: --dry-run runs the same logic on the CPU with tiny sizes")
@@ -202,25 +198,6 @@ def seeds_grouped(emit, data, device, sizes, deadline):
     emit(f"{len(NORMS)} norms x {sizes['seeds']} seeds x {sizes['epochs']} epochs: "
          f"{time.perf_counter() - began_all:.1f} s")
     return finished
-
-
-def step_times(device, norm="B", train_images=640, test_images=128):
-    """Seconds per training step of batch 128 (one augmented epoch and its test pass, on random data) of
-    M runs apart (utils.train each) and as one grouped network, for M = 3 and 20."""
-    x = torch.randn(train_images + test_images, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (train_images + test_images,), device=device)
-    data, steps = (x[:train_images], y[:train_images], x[train_images:], y[train_images:]), train_images // 128
-    info = run_info(device)
-    print(f"# python -m benchmarks.gpu --step-times {norm}: {info['device']}, {info['threads']} thread(s), torch "
-          f"{info['torch']}, code at commit {short_commit(info['git_commit'])}\n# seconds per step of batch 128 "
-          f"(augmented; an epoch of {steps} steps and a test pass on {test_images} images, random data)")
-    for runs in (3, 20):
-        configs = [RunConfig(norm=norm, seed=seed, epochs=1, clean_epochs=0) for seed in range(1, runs + 1)]
-        apart = sum(utils.train(c, data, device, progress=False)[1]["seconds"][0] for c in configs)
-        together = grouped.train_group(configs, data, device)[0][1]["seconds"][0]
-        print(f"M={runs:2d}: {runs} runs apart {apart / steps:.3f} s, grouped {together / steps:.3f} s "
-              f"(grouped / apart {together / apart:.2f})")
-    return 0
 
 
 if __name__ == "__main__":

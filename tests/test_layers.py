@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bottom first; a module may import the ones before it only
 LAYERS = ["model", "ghost", "files", "config", "data", "cuda_graph", "utils", "grouped", "sweeps", "studies.stats", "studies.common",
-          "studies.seeds", "studies.batch_size", "studies.shift", "studies.adabn", "benchmarks.speed", "benchmarks.l1_sweep",
+          "studies.seeds", "studies.batch_size", "studies.shift", "studies.adabn", "benchmarks.speed",
           "benchmarks.gpu", "benchmarks.inference",
           "report", "run_notebook"]
 

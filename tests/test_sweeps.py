@@ -240,7 +240,7 @@ def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
 
 
 def test_on_a_gpu_runs_alike_but_for_their_seeds_train_as_one_network_and_are_saved_as_runs(tmp_path, data, monkeypatch):
-    """The GPU's path (sweeps.groups, then _train_group in a worker), run here on the CPU in this process."""
+    """The GPU's path (sweeps.groups, then _train_task in a worker), run here on the CPU in this process."""
     configs = [utils.RunConfig(norm=n, seed=s, epochs=1) for n in "BG" for s in (1, 2, 3)] + [
         utils.RunConfig(norm="B", seed=1, epochs=1, max_lr=0.02)]
     todo = {f"{i:020x}": c for i, c in enumerate(configs)}
@@ -253,7 +253,7 @@ def test_on_a_gpu_runs_alike_but_for_their_seeds_train_as_one_network_and_are_sa
     monkeypatch.setitem(sweeps._WORKER, "from_root", False)
     monkeypatch.setitem(sweeps._WORKER, "device", torch.device("cpu"))
     monkeypatch.setitem(sweeps._WORKER, "progress", type("Queue", (), {"put": lambda self, n: None})())
-    assert sweeps._train_group(tasks[2]) == []
+    assert sweeps._train_task(tasks[2], together=True) == []
     for fields, key, path in tasks[2]:
         config = utils.RunConfig(**fields)
         record = sweeps.load_run(path, key, config)

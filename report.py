@@ -74,8 +74,8 @@ def colab():
     cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
     match = re.search(r'^REPO_URL = "https://github\.com/([^/"]+)/([^/"]+?)(\.git)?/?"', "".join(cell["source"]), re.M)
     if not match:
-        return ("Open in Colab: set `REPO_URL` in the notebook's first cell to this repository's URL (opened "
-                "alone, the notebook clones it); `python report.py` then makes this the link.\n")
+        return ("Open in Colab: set `REPO_URL` in the notebook's parameters cell to this repository's URL (the "
+                "notebook clones it); `python report.py` then links it here.\n")
     url = f"https://colab.research.google.com/github/{match.group(1)}/{match.group(2)}/blob/main/{NOTEBOOK}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})\n"
 

@@ -330,8 +330,9 @@ def results_table(summary, notebook_seconds=None):
     made = f"at commit `{short_commit(run['git_commit'])}` on {run['device']} (torch {run['torch']})"
     if notebook_seconds:
         p = run["parameters"]
-        made += (f" in {notebook_seconds:.0f} s, training {p.get('trained_runs', '?')} of its {p.get('runs', '?')} "
-                 f"runs and loading the rest from {p.get('runs_dir')}/")
+        made += f" in {notebook_seconds:.0f} s, training " + (
+            f"its {p['runs']} runs" if p.get("trained_runs") == p.get("runs") else
+            f"{p.get('trained_runs', '?')} of its {p.get('runs', '?')} runs and loading the rest from {p.get('runs_dir')}/")
     return (f"{table}\nFinal = the last epoch ({summary[norms[0]]['epochs']}); training time: each run's own. "
             f"The notebook ran {made}.\n")
 

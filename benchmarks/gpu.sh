@@ -5,8 +5,9 @@
 #     bash benchmarks/gpu.sh [folder]             # results in folder (default gpu_results/, git-ignored)
 #     STUDIES=1 bash benchmarks/gpu.sh [folder]   # then the studies too, on the GPU, into folder/Images
 #
-# Needs python3 with torch, numpy, tqdm and torchvision, and MNIST's four raw files already in
-# data/MNIST/raw (no internet is needed). TIME_BUDGET (seconds, default 360) is shared among the
+# Needs a Python with torch, numpy, tqdm and torchvision (PYTHON=...; default .venv/bin/python where
+# make built it, else python3) and MNIST's four raw files already in data/MNIST/raw (no internet is
+# needed). TIME_BUDGET (seconds, default 360) is shared among the
 # steps, each cut at its deadline; a timeout of TIME_BUDGET + 15 s stops gpu.py, 90 s the inference
 # timing: 465 s in all by default (STUDIES=1 adds STUDIES_BUDGET). A copy of
 # the tree without its git names its commit with SOURCE_COMMIT=<hash> (files.run_info). DRY_RUN=1
@@ -20,12 +21,15 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_results}
 BUDGET=${TIME_BUDGET:-360}
-PYTHON=${PYTHON:-python3}
+DEFAULT_PYTHON=python3
+[ -x .venv/bin/python ] && DEFAULT_PYTHON=.venv/bin/python  # make's, where there is one
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"  # where there is one
 if ! "$PYTHON" -c "import torch, numpy, tqdm, torchvision" 2>>"$OUT/gpu.txt"; then
-    echo "gpu.sh: $PYTHON lacks a package (see $OUT/gpu.txt); carry it, e.g. a wheel in PYTHONPATH" >&2
+    echo "gpu.sh: $PYTHON cannot import torch, numpy, tqdm or torchvision (see $OUT/gpu.txt): name a Python" \
+        "that can with PYTHON=..., or install the missing one (offline: unpack its wheel into a folder on PYTHONPATH)" >&2
     exit 1
 fi
 if [ -z "${DRY_RUN:-}" ] && [ "$(ls data/MNIST/raw/*-ubyte 2>/dev/null | wc -l)" -lt 4 ]; then

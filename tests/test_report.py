@@ -80,6 +80,15 @@ def test_a_table_is_made_from_its_own_results(tmp_path):
         shift.tables(str(images))
 
 
+def test_the_notebook_table_says_how_many_runs_it_trained_and_where_the_rest_came_from():
+    summary = json.loads(open(os.path.join(ROOT, "Images", "notebook", "summary.json"), encoding="utf-8").read())
+    parameters = summary["run"]["parameters"]
+    parameters.update(runs=3, trained_runs=3, runs_dir="runs")
+    assert "in 200 s, training its 3 runs.\n" in utils.results_table(summary, 200.0)
+    parameters.update(trained_runs=1)
+    assert "in 200 s, training 1 of its 3 runs and loading the rest from runs/.\n" in utils.results_table(summary, 200.0)
+
+
 def test_splicing_puts_each_file_where_its_marker_names_it_and_says_what_is_missing(tmp_path, monkeypatch):
     (tmp_path / "table.md").write_text("| a |\n|---|\n| 1 |\n")
     (tmp_path / "out.txt").write_text("measured 3.2 s\n")

@@ -205,7 +205,9 @@ def select(tensors, train_limit=None, test_limit=None, validation=False):
 
 def load_tensors(root="data", device="cpu", train_limit=None, test_limit=None, validation=False):
     """(train_x, train_y, test_x, test_y) on `device`, verified and normalized; limits and split as in select()."""
-    tensors = [normalize(pixels(t, device)) if t.dim() == 3 else t.to(device, torch.int64) for t in load_mnist(root)]
+    train_images, train_labels, test_images, test_labels = load_mnist(root)
+    tensors = (normalize(pixels(train_images, device)), train_labels.to(device, torch.int64),
+               normalize(pixels(test_images, device)), test_labels.to(device, torch.int64))
     return select(tensors, train_limit, test_limit, validation)
 
 

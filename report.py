@@ -41,7 +41,8 @@ MAKERS = {**{f"Images/tables/{name}": study.MAKER for study in STUDIES for name 
           "benchmarks/l1_sweep.txt": "git checkout a69d32f && python -m benchmarks.l1_sweep > benchmarks/l1_sweep.txt",
           "benchmarks/inference.txt": "python -m benchmarks.inference > benchmarks/inference.txt",
           "benchmarks/make_run.txt": "time make run, in fresh clones (see benchmarks/README.md)",
-          "benchmarks/grouped_cpu.txt": "git checkout a69d32f && OMP_NUM_THREADS=1 python -m benchmarks.gpu --step-times B",
+          "benchmarks/grouped_cpu.txt": "git checkout a69d32f && OMP_NUM_THREADS=1 python -m benchmarks.gpu "
+                                        "--step-times B > benchmarks/grouped_cpu.txt",
           "benchmarks/speed_gpu.txt": "bash benchmarks/gpu.sh (on a GPU machine)"}
 FIGURES = {"Images/batch_size.png": ("test error against images per normalization batch", batch_size.MAKER),
            "Images/adabn.png": ("AdaBN accuracy against the number of target images", adabn.MAKER)}  # shown once drawn

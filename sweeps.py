@@ -164,7 +164,8 @@ def _train_task(task, together):
     """Train a task, [(config fields, key, path)], in this worker and save each run: runs alike but for their seeds
     as one network if `together` (on a GPU), else its one run by utils.train (a failure raises); returns the
     failures, one line each."""
-    configs, device, tick = [RunConfig(**fields) for fields, _, _ in task], _WORKER["device"], _WORKER["progress"].put
+    configs = [RunConfig(**fields) for fields, _, _ in task]
+    device, tick = _WORKER["device"], _WORKER["progress"].put
     if together:
         results = grouped.train_group(configs, _worker_data(configs[0]), device, on_epoch=lambda *_: tick(1))
     else:

@@ -169,8 +169,8 @@ def epoch_failure(config, history, epoch, steps_per_epoch, bad_step):
     or that learns nothing (learning_failure); else None."""
     failure = (f"the training loss became NaN or infinite at epoch {epoch}, step {bad_step + 1} of {steps_per_epoch}"
                if bad_step >= 0 else learning_failure(history, epoch, epoch * steps_per_epoch))
-    return failure and TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and "
-                                        f"nothing of it was kept. Lower max_lr (now {config.max_lr:g}) or check the data.")
+    return TrainingDiverged(f"{config.label}, seed {config.seed}: {failure}; the run learns nothing and nothing of it "
+                            f"was kept. Lower max_lr (now {config.max_lr:g}) or check the data.") if failure else None
 
 
 def train(config, data, device, progress=True, on_epoch=None):
@@ -192,9 +192,9 @@ def train(config, data, device, progress=True, on_epoch=None):
         for key, value in zip(history, (train_loss, train_accuracy, test_loss, test_accuracy,
                                         float(optimizer.param_groups[0]["lr"]), time.perf_counter() - start)):
             history[key].append(value)
-        failure = epoch_failure(config, history, epoch, steps_per_epoch, bad_step)
-        if failure:
-            raise failure
+        error = epoch_failure(config, history, epoch, steps_per_epoch, bad_step)
+        if error:
+            raise error
         if progress:
             bar.write(epoch_line(config, history, epoch))
         if on_epoch:
@@ -330,9 +330,10 @@ def results_table(summary, notebook_seconds=None):
     made = f"at commit `{short_commit(run['git_commit'])}` on {run['device']} (torch {run['torch']})"
     if notebook_seconds:
         p = run["parameters"]
-        made += f" in {notebook_seconds:.0f} s, training " + (
-            f"its {p['runs']} runs" if p.get("trained_runs") == p.get("runs") else
-            f"{p.get('trained_runs', '?')} of its {p.get('runs', '?')} runs and loading the rest from {p.get('runs_dir')}/")
+        trained, runs = p.get("trained_runs", "?"), p.get("runs", "?")
+        made += f" in {notebook_seconds:.0f} s, training " + (f"its {runs} runs" if trained == runs != "?" else
+                                                              f"{trained} of its {runs} runs and loading the rest "
+                                                              f"from {p.get('runs_dir')}/")
     return (f"{table}\nFinal = the last epoch ({summary[norms[0]]['epochs']}); training time: each run's own. "
             f"The notebook ran {made}.\n")
 

@@ -63,7 +63,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device("cpu") if args.dry_run else resolve_device(None)
     if device.type != "cuda" and not args.dry_run:
-        parser.error("no CUDA GPU here: --dry-run runs the same logic on the CPU with tiny sizes")
+        parser.error(f"no CUDA GPU for {sys.executable} (torch {torch.__version__}): name another Python with "
+                     "PYTHON=... in gpu.sh, or --dry-run runs the same logic on the CPU with tiny sizes")
     sizes = TINY if args.dry_run else FULL
     start = time.perf_counter()
     deadlines = start + args.budget * np.cumsum(list(SHARES.values()))  # when each step must end

@@ -5,8 +5,8 @@
 #     bash benchmarks/gpu.sh [folder]             # results in folder (default gpu_results/, git-ignored)
 #     STUDIES=1 bash benchmarks/gpu.sh [folder]   # then the studies too, on the GPU, into folder/Images
 #
-# Needs a Python with torch, numpy, tqdm and torchvision (PYTHON=...; default .venv/bin/python where
-# make built it, else python3) and MNIST's four raw files already in data/MNIST/raw (no internet is
+# Needs a Python with torch, numpy, tqdm and torchvision (PYTHON=...; default: .venv/bin/python or
+# python3, the first whose torch has CUDA, or with DRY_RUN=1 any torch) and MNIST's four raw files already in data/MNIST/raw (no internet is
 # needed). TIME_BUDGET (seconds, default 360) is shared among the
 # steps, each cut at its deadline; a timeout of TIME_BUDGET + 15 s stops gpu.py, 90 s the inference
 # timing: 465 s in all by default (STUDIES=1 adds STUDIES_BUDGET). A copy of
@@ -21,9 +21,11 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_results}
 BUDGET=${TIME_BUDGET:-360}
-DEFAULT_PYTHON=python3
-[ -x .venv/bin/python ] && DEFAULT_PYTHON=.venv/bin/python  # make's, where there is one
-PYTHON=${PYTHON:-$DEFAULT_PYTHON}
+if [ -z "${PYTHON:-}" ]; then  # the first with torch (and, unless DRY_RUN, CUDA): make's .venv, then python3
+    for PYTHON in .venv/bin/python python3; do
+        "$PYTHON" -c "import sys, torch; sys.exit(not (${DRY_RUN:+True or} torch.cuda.is_available()))" 2>/dev/null && break
+    done
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"  # where there is one

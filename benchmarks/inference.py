@@ -110,12 +110,12 @@ def main(argv=None):
         print(f"{name:17s} {cells[0]:>24s} {cells[1]:>24s} {rates[name, 'eager']:>16,.0f} "
               f"{rates[name, 'TorchScript']:>22,.0f}")
 
-    def ratios(values, form):  # folded BatchNorm's over LayerNorm's, over GroupNorm's
-        return ", ".join(f"{values['BatchNorm folded', form] / values[other, form]:.2f}x"
-                         for other in ("LayerNorm", "GroupNorm"))
+    def ratios(values, form):  # folded BatchNorm's over LayerNorm's, then over GroupNorm's
+        return " and ".join(f"{values['BatchNorm folded', form] / values[other, form]:.2f}x"
+                            for other in ("LayerNorm", "GroupNorm"))
 
     medians = {key: values[0] for key, values in spreads.items()}
-    print("folded BatchNorm / LayerNorm, / GroupNorm: " + "; ".join(
+    print("folded BatchNorm over LayerNorm and over GroupNorm: " + "; ".join(
         f"{form} latency {ratios(medians, form)}, throughput {ratios(rates, form)}" for form in forms))
 
 

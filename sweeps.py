@@ -165,12 +165,16 @@ def _train_task(task, together):
     as one network if `together` (on a GPU), else its one run by utils.train (a failure raises); returns the
     failures, one line each."""
     configs = [RunConfig(**fields) for fields, _, _ in task]
-    device, tick = _WORKER["device"], _WORKER["progress"].put
+    device = _WORKER["device"]
+
+    def tick(*_):  # an epoch done: for the sweep's progress bar
+        _WORKER["progress"].put(1)
+
     if together:
-        results = grouped.train_group(configs, _worker_data(configs[0]), device, on_epoch=lambda *_: tick(1))
+        results = grouped.train_group(configs, _worker_data(configs[0]), device, on_epoch=tick)
     else:
         [config] = configs
-        results = [utils.train(config, _worker_data(config), device, progress=False, on_epoch=lambda *_: tick(1))]
+        results = [utils.train(config, _worker_data(config), device, progress=False, on_epoch=tick)]
     failures = []
     for config, (_, key, path), result in zip(configs, task, results):
         if isinstance(result, Exception):

@@ -6,8 +6,8 @@
 #     STUDIES=1 bash benchmarks/gpu.sh [folder]   # then the studies too, on the GPU, into folder/Images
 #
 # Needs a Python with torch, numpy, tqdm and torchvision (PYTHON=...; default: .venv/bin/python or
-# python3, the first whose torch has CUDA, or with DRY_RUN=1 any torch) and MNIST's four raw files already in data/MNIST/raw (no internet is
-# needed). TIME_BUDGET (seconds, default 360) is shared among the
+# python3, the first whose torch has CUDA, or with DRY_RUN=1 any torch) and MNIST's four raw files
+# already in data/MNIST/raw (no internet is needed). TIME_BUDGET (seconds, default 360) is shared among the
 # steps, each cut at its deadline; a timeout of TIME_BUDGET + 15 s stops gpu.py, 90 s the inference
 # timing: 465 s in all by default (STUDIES=1 adds STUDIES_BUDGET). A copy of
 # the tree without its git names its commit with SOURCE_COMMIT=<hash> (files.run_info). DRY_RUN=1

@@ -67,10 +67,10 @@ def tables(folder):
         batch = scores(rows, "B", "ghost", k)
         own = ["(reference)", ""] if k == sizes[-1] else common.compared(batch, largest)
         verdicts["own"][k] = own[1] or own[0]  # the brief table shows "(reference)" too
-        against = common.compared(batch, group)
-        verdicts["G"][k] = against[1]
-        ghost_widths.append(common.half_width(batch, group))
-        ghost.append([k, common.mean_ci(list(batch.values())), *own, *against])
+        against = common.paired_by_seed(batch, group)
+        verdicts["G"][k] = stats.verdict(against["ci"])
+        ghost_widths.append(common.half_width(against))
+        ghost.append([k, common.mean_ci(list(batch.values())), *own, *common.cells(against)])
     main = (markdown_table(["images per norm batch k", "BatchNorm, ghost batches (95% CI)",
                             f"BatchNorm − its k={sizes[-1]} (95% CI)", "verdict", "BatchNorm − GroupNorm (95% CI)",
                             "verdict"], ghost, "lrrlrl")
@@ -86,10 +86,10 @@ def tables(folder):
         by_norm = {n: {s: v for s, v in scores(rows, n, kind, size).items() if s in real_seeds} for n in NORMS}
         key = "batch_size" if kind == "real" else "norm_batch"
         lr = next(r["max_lr"] for r in rows if r["kind"] == kind and r[key] == size)
+        against = common.paired_by_seed(by_norm["B"], by_norm["G"])
         real.append([f"{size}" + (" (the recipe)" if kind == "ghost" else ""), f"{lr:g}",
-                     *(common.mean_ci(list(by_norm[n].values())) for n in NORMS),
-                     *common.compared(by_norm["B"], by_norm["G"])])
-        widths.append(common.half_width(by_norm["B"], by_norm["G"]))
+                     *(common.mean_ci(list(by_norm[n].values())) for n in NORMS), *common.cells(against)])
+        widths.append(common.half_width(against))
     real_table = (markdown_table(["real batch", "peak lr", *(f"{NORMS[n]} (95% CI)" for n in NORMS),
                                   "BatchNorm − GroupNorm (95% CI)", "verdict"], real, "lrrrrrl")
                   + f"\nFinal test accuracy (%), seeds {common.seed_list(real_seeds)}, the learning rate scaled by "

@@ -131,16 +131,20 @@ def seed_list(seeds):
         else ", ".join(map(str, seeds))
 
 
-def half_width(a, b):
-    """Half the width of the 95% CI of a − b, paired by seed."""
-    low, high = paired_by_seed(a, b)["ci"]
+def half_width(r):
+    """Half the width of the 95% CI of a paired comparison (paired_by_seed's)."""
+    low, high = r["ci"]
     return (high - low) / 2
 
 
-def compared(a, b):
-    """The two cells of a paired comparison of {seed: value} dicts: a − b with its CI, and the verdict."""
-    r = paired_by_seed(a, b)
+def cells(r):
+    """The two cells of a paired comparison (paired_by_seed's): the difference with its CI, and the verdict."""
     return [signed_ci(r), stats.verdict(r["ci"])]
+
+
+def compared(a, b):
+    """cells() of {seed: value} dicts a and b compared: a − b, paired by seed."""
+    return cells(paired_by_seed(a, b))
 
 
 def catches_up(verdicts):
